@@ -1,0 +1,51 @@
+"""Pruning: magnitude and N:M masks, schedules, ``prune_`` via parametrizations, reports."""
+
+from codesign.sparsity.masks import (
+    NMPattern,
+    Unstructured,
+    check_level,
+    check_nm,
+    global_magnitude_masks,
+    kept_magnitude,
+    magnitude_mask,
+    nm_compliant,
+    nm_mask,
+    parse_pattern,
+)
+from codesign.sparsity.prune import (
+    SparsityWarning,
+    WeightMask,
+    plan_pruning,
+    prunable_layers,
+    prune_,
+    remove_pruning,
+    update_masks_,
+    weight_masks,
+)
+from codesign.sparsity.report import sparsity_report
+from codesign.sparsity.schedules import CubicSchedule, OneShotSchedule, SparsitySchedule
+
+__all__ = [
+    "CubicSchedule",
+    "NMPattern",
+    "OneShotSchedule",
+    "SparsitySchedule",
+    "SparsityWarning",
+    "Unstructured",
+    "WeightMask",
+    "check_level",
+    "check_nm",
+    "global_magnitude_masks",
+    "kept_magnitude",
+    "magnitude_mask",
+    "nm_compliant",
+    "nm_mask",
+    "parse_pattern",
+    "plan_pruning",
+    "prunable_layers",
+    "prune_",
+    "remove_pruning",
+    "sparsity_report",
+    "update_masks_",
+    "weight_masks",
+]
