@@ -25,7 +25,7 @@ def sparsity_report(model: nn.Module) -> dict[str, Any]:
     group of M consecutive input channels keeps at most N nonzeros. ``sparsity`` is over all
     Conv2d/Linear weights, ``pruned_sparsity`` over the pruned layers only.
 
-    >>> sparsity_report(nn.Linear(4, 2))["layers"][0]["pattern"]
+    >>> sparsity_report(nn.Sequential(nn.Linear(4, 2)))["layers"][0]["pattern"]
     'dense'
     """
     masks = weight_masks(model)
