@@ -1,0 +1,208 @@
+"""Data sets as preloaded tensors: the embedded digits, CIFAR-10, any ImageFolder, npz.
+
+Everything here is small enough to decode once into memory (CIFAR-10 is 180 MB as uint8), which
+makes every later pass (calibration, evaluation, capture, fine-tuning epochs) a tensor slice
+instead of a PNG decode per image per epoch.
+
+Data specs (the CLI's ``--data``):
+- ``digits``: ``sklearn.datasets.load_digits`` (ships inside scikit-learn), 8x8 grey images,
+  a fixed stratified split (seed 0, 20 % test).
+- ``cifar10:DIR``: torchvision ``CIFAR10(DIR)``, downloaded only when ``download=True``.
+- ``imagefolder:DIR``: ``DIR/train`` for calibration/fine-tuning, ``DIR/test`` (or ``DIR/val``)
+  for evaluation, torchvision ``ImageFolder`` layout.
+- ``npz:FILE``: arrays ``x_train, y_train, x_test, y_test`` (NHWC or NCHW, uint8 or float).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from codesign.errors import DataError
+
+# ImageNet statistics; the shared CIFAR ResNet-20 checkpoint was trained with them.
+CIFAR_MEAN = (0.485, 0.456, 0.406)
+CIFAR_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Split:
+    """Normalised images [N, C, H, W] float32 and labels [N] int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def take(self, count: int | None) -> Split:
+        """The first ``count`` samples (all if None)."""
+        if count is None or count >= len(self):
+            return self
+        return Split(self.images[:count], self.labels[:count])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """A named pair of splits with what a model needs to know about them."""
+
+    name: str
+    train: Split
+    test: Split
+    num_classes: int
+    flip_augment: bool  # horizontal flips preserve the label (not for digits)
+    pad_augment: int  # random-crop padding in pixels for training augmentation
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train.images.shape[1])
+
+
+def _normalise(images_uint8_nchw: torch.Tensor, mean: tuple, std: tuple) -> torch.Tensor:
+    images = images_uint8_nchw.float().div_(255.0)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return images.sub_(mean_t).div_(std_t)
+
+
+def _checked(split: Split, where: str) -> Split:
+    if len(split) == 0:
+        raise DataError(f"{where} has no samples (check the path and its layout)")
+    if not torch.isfinite(split.images).all():
+        bad = int((~torch.isfinite(split.images)).flatten(1).any(1).sum())
+        raise DataError(f"{where} contains NaN or Inf values in {bad} samples; clean the data")
+    return split
+
+
+def load_digits_dataset() -> Dataset:
+    """sklearn's 1,797 8x8 handwritten digits; 1,437 train / 360 test, stratified, seed 0."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    pixels = digits.images.astype(np.float32) / 16.0  # pixel values are 0..16
+    x_train, x_test, y_train, y_test = train_test_split(
+        pixels, digits.target, test_size=0.2, random_state=0, stratify=digits.target
+    )
+    mean, std = float(x_train.mean()), float(x_train.std())
+
+    def split(x: np.ndarray, y: np.ndarray) -> Split:
+        images = (torch.from_numpy(x).unsqueeze(1) - mean) / std
+        return Split(images.contiguous(), torch.from_numpy(y).long())
+
+    return Dataset("digits", split(x_train, y_train), split(x_test, y_test), 10, False, 1)
+
+
+def _decode_files(paths: list[str]) -> torch.Tensor:
+    # torchvision's libpng/libjpeg decoder is about 4x faster than PIL on small images.
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    try:
+        images = [decode_image(read_file(p), mode=ImageReadMode.RGB) for p in paths]
+    except RuntimeError as exc:
+        raise DataError(f"cannot decode an image under {Path(paths[0]).parent.parent}: {exc}") from None
+    shapes = {tuple(image.shape) for image in images}
+    if len(shapes) > 1:
+        raise DataError(
+            f"images have different sizes {sorted(shapes)[:3]}; resize them to one size first"
+        )
+    return torch.stack(images)
+
+
+def _imagefolder_split(root: Path, classes: list[str] | None) -> tuple[Split, list[str]]:
+    from torchvision.datasets import ImageFolder
+
+    try:
+        folder = ImageFolder(str(root))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataError(f"cannot read image folder {root}: {exc}") from None
+    if classes is not None and folder.classes != classes:
+        raise DataError(
+            f"{root} has classes {folder.classes[:5]}... but the training split has "
+            f"{classes[:5]}...; both splits need the same class folders"
+        )
+    paths = [path for path, _ in folder.samples]
+    labels = torch.tensor([label for _, label in folder.samples], dtype=torch.long)
+    images = _normalise(_decode_files(paths), CIFAR_MEAN, CIFAR_STD)
+    return Split(images, labels), folder.classes
+
+
+def load_imagefolder_dataset(root: str | Path) -> Dataset:
+    base = Path(root)
+    if not base.is_dir():
+        raise DataError(f"data directory not found: {base} (imagefolder:DIR needs DIR/train)")
+    train_dir = base / "train"
+    test_dir = next((base / n for n in ("test", "val") if (base / n).is_dir()), None)
+    if not train_dir.is_dir() or test_dir is None:
+        raise DataError(
+            f"{base} must contain train/ and test/ (or val/) sub-folders in ImageFolder layout"
+        )
+    train, classes = _imagefolder_split(train_dir, None)
+    test, _ = _imagefolder_split(test_dir, classes)
+    return Dataset(f"imagefolder:{base}", train, test, len(classes), True, 4)
+
+
+def load_cifar10_dataset(root: str | Path, download: bool = False) -> Dataset:
+    from torchvision.datasets import CIFAR10
+
+    splits = []
+    for train in (True, False):
+        try:
+            data = CIFAR10(str(root), train=train, download=download)
+        except RuntimeError as exc:
+            raise DataError(
+                f"CIFAR-10 not found under {root}: {exc} (pass --download to fetch it, or point "
+                "cifar10:DIR at the folder holding cifar-10-batches-py)"
+            ) from None
+        images = torch.from_numpy(data.data).permute(0, 3, 1, 2).contiguous()
+        splits.append(Split(_normalise(images, CIFAR_MEAN, CIFAR_STD), torch.tensor(data.targets)))
+    return Dataset(f"cifar10:{root}", splits[0], splits[1], 10, True, 4)
+
+
+def load_npz_dataset(path: str | Path) -> Dataset:
+    source = Path(path)
+    if not source.is_file():
+        raise DataError(f"npz file not found: {source}")
+    with np.load(source) as arrays:
+        missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays.files)
+        if missing:
+            raise DataError(f"{source} lacks arrays {sorted(missing)}")
+        parts = {k: arrays[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+
+    def split(x: np.ndarray, y: np.ndarray) -> Split:
+        images = torch.from_numpy(np.ascontiguousarray(x))
+        if images.ndim == 3:
+            images = images.unsqueeze(1)
+        if images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+            images = images.permute(0, 3, 1, 2)
+        if images.dtype == torch.uint8:
+            images = images.float() / 255.0
+        return Split(images.float().contiguous(), torch.from_numpy(y).long())
+
+    train, test = split(parts["x_train"], parts["y_train"]), split(parts["x_test"], parts["y_test"])
+    classes = int(max(train.labels.max(), test.labels.max())) + 1 if len(train) else 0
+    return Dataset(f"npz:{source}", train, test, classes, False, 0)
+
+
+DATA_KINDS = ("digits", "cifar10:DIR", "imagefolder:DIR", "npz:FILE")
+
+
+def load_dataset(spec: str, download: bool = False) -> Dataset:
+    """Load a data spec (see the module docstring); checks every split is non-empty and finite."""
+    kind, _, location = spec.partition(":")
+    if kind == "digits" and not location:
+        dataset = load_digits_dataset()
+    elif kind == "cifar10" and location:
+        dataset = load_cifar10_dataset(location, download)
+    elif kind == "imagefolder" and location:
+        dataset = load_imagefolder_dataset(location)
+    elif kind == "npz" and location:
+        dataset = load_npz_dataset(location)
+    else:
+        raise DataError(f"unknown data spec {spec!r}: use one of {', '.join(DATA_KINDS)}")
+    _checked(dataset.train, f"{spec} train split")
+    _checked(dataset.test, f"{spec} test split")
+    return dataset

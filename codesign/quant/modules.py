@@ -1,0 +1,137 @@
+"""Thin quantized layers that keep their module names.
+
+``QuantConv2d``/``QuantLinear`` subclass the torch layers, so every tool that looks for
+``nn.Conv2d`` (the hardware capture included) still finds them. The input fake-quant is the
+named child ``input_quantizer``; the weight fake-quant is the last parametrization on
+``weight`` (after any pruning mask, so pruned zeros stay exactly zero). They expose
+``weight_bits``/``input_bits`` as plain ints, their integer codes and scales, and an integer
+forward pass (integer codes, exact integer accumulation, then scales) that the tests compare
+with the fake-quant output.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from codesign.quant.quantizers import ActQuantizer, WeightQuantizer
+
+INT32_MAX = 2**31 - 1
+
+
+class QuantMixin:
+    """Shared behaviour of QuantConv2d and QuantLinear (weight/input quantizer access)."""
+
+    input_quantizer: ActQuantizer
+    weight_bits: int
+    input_bits: int
+
+    @property
+    def weight_quantizer(self) -> WeightQuantizer:
+        return self.parametrizations.weight[-1]  # type: ignore[attr-defined]
+
+    def weight_before_quant(self) -> torch.Tensor:
+        """The weight after every parametrization except the quantizer (i.e. after masks)."""
+        chain = self.parametrizations.weight  # type: ignore[attr-defined]
+        weight = chain.original
+        for transform in list(chain)[:-1]:
+            weight = transform(weight)
+        return weight
+
+    def set_weight_before_quant(self, value: torch.Tensor) -> None:
+        """Overwrite the stored float weight (used to bake learned rounding)."""
+        chain = self.parametrizations.weight  # type: ignore[attr-defined]
+        if len(chain) > 1:
+            # Mask parametrizations are element-wise multiplications: storing the masked value
+            # keeps the effective weight identical.
+            value = value * (self.weight_before_quant() != 0)
+        chain.original.data.copy_(value)
+
+    def integer_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(codes int32 [K, ...], scale [K, 1, ...]) with effective weight = codes * scale."""
+        with torch.no_grad():
+            quantizer = self.weight_quantizer
+            return quantizer.integer_codes(self.weight_before_quant()), quantizer.scale.detach()
+
+    def _integer_accumulate(self, x_codes: torch.Tensor, w_codes: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def integer_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer computed the way integer hardware does it.
+
+        Input codes (int32) times weight codes (int32), accumulated exactly (float64 holds
+        every integer below 2^53; the result is checked to fit int32), then rescaled by
+        scale_w[k] * scale_x, plus the float bias. Output shape as the float layer's.
+        """
+        x_codes = self.input_quantizer.integer_codes(x)
+        w_codes, w_scale = self.integer_weight()
+        accumulator = self._integer_accumulate(x_codes.double(), w_codes.double())
+        if accumulator.abs().max() > INT32_MAX:
+            raise OverflowError("accumulator exceeds int32")
+        channel_scale = w_scale.flatten().double() * float(self.input_quantizer.scale)
+        shape = (1, -1) + (1,) * (accumulator.dim() - 2)
+        out = accumulator * channel_scale.view(shape)
+        if self.bias is not None:  # type: ignore[attr-defined]
+            out = out + self.bias.double().view(shape)  # type: ignore[attr-defined]
+        return out.float()
+
+
+class QuantConv2d(QuantMixin, nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.input_quantizer(x))
+
+    def _integer_accumulate(self, x_codes: torch.Tensor, w_codes: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x_codes, w_codes, None, self.stride, self.padding, self.dilation, self.groups)
+
+
+class QuantLinear(QuantMixin, nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.input_quantizer(x))
+
+    def _integer_accumulate(self, x_codes: torch.Tensor, w_codes: torch.Tensor) -> torch.Tensor:
+        return F.linear(x_codes, w_codes)
+
+
+QUANT_LAYERS = (QuantConv2d, QuantLinear)
+
+
+def to_quant_layer(
+    layer: nn.Conv2d | nn.Linear, weight_bits: int, input_bits: int, per_channel: bool
+) -> QuantConv2d | QuantLinear:
+    """A quantized copy of ``layer``: same weights, bias and weight parametrizations (masks),
+    then the weight quantizer appended, and an input quantizer child."""
+    if isinstance(layer, nn.Conv2d):
+        new: QuantConv2d | QuantLinear = QuantConv2d(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,  # type: ignore[arg-type]
+            layer.stride,  # type: ignore[arg-type]
+            layer.padding,  # type: ignore[arg-type]
+            layer.dilation,  # type: ignore[arg-type]
+            layer.groups,
+            layer.bias is not None,
+            layer.padding_mode,
+        )
+    else:
+        new = QuantLinear(layer.in_features, layer.out_features, layer.bias is not None)
+    existing = []
+    if parametrize.is_parametrized(layer, "weight"):
+        chain = layer.parametrizations.weight
+        new.weight.data.copy_(chain.original.detach())
+        existing = list(chain)
+    else:
+        new.weight.data.copy_(layer.weight.detach())
+    if layer.bias is not None:
+        new.bias.data.copy_(layer.bias.detach())  # type: ignore[union-attr]
+    for transform in existing:
+        parametrize.register_parametrization(new, "weight", transform, unsafe=True)
+    parametrize.register_parametrization(
+        new, "weight", WeightQuantizer(new.weight.shape, weight_bits, per_channel), unsafe=True
+    )
+    new.input_quantizer = ActQuantizer(input_bits)
+    new.weight_bits = weight_bits
+    new.input_bits = input_bits
+    return new.to(layer.weight.device)
