@@ -22,7 +22,7 @@ from codesign.sparsity.prune import (
     update_masks_,
     weight_masks,
 )
-from codesign.sparsity.report import sparsity_report
+from codesign.sparsity.report import masked_weights_from_state_dict, sparsity_report
 from codesign.sparsity.schedules import CubicSchedule, OneShotSchedule, SparsitySchedule
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "global_magnitude_masks",
     "kept_magnitude",
     "magnitude_mask",
+    "masked_weights_from_state_dict",
     "nm_compliant",
     "nm_mask",
     "parse_pattern",

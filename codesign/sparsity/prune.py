@@ -57,7 +57,7 @@ class WeightMask(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         # where, not multiply: a masked weight reads exactly +0.0 whatever the original holds.
-        return torch.where(self.mask, weight, torch.zeros((), dtype=weight.dtype))
+        return torch.where(self.mask, weight, weight.new_zeros(()))
 
     def extra_repr(self) -> str:
         density = float(self.mask.float().mean()) if self.mask.numel() else 1.0

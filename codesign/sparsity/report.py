@@ -59,3 +59,27 @@ def sparsity_report(model: nn.Module) -> dict[str, Any]:
         "pruned_sparsity": pruned_zeros / pruned_params if pruned_params else 0.0,
         "layers": layers,
     }
+
+
+_ORIGINAL = ".parametrizations.weight.original"
+_MASK = ".parametrizations.weight.0.mask"
+
+
+def masked_weights_from_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Effective (masked) weights of every pruned layer in a saved ``state_dict``, by layer.
+
+    Reads ``<layer>.parametrizations.weight.original`` and its first parametrization's
+    ``mask`` buffer, so a checkpoint can be checked (e.g. N:M compliance with
+    ``nm_compliant``) without building the model. Quantizers that follow the mask are not
+    applied: they keep zeros at zero.
+
+    >>> state = {"fc" + _ORIGINAL: torch.ones(1, 4), "fc" + _MASK: torch.tensor([[True, False] * 2])}
+    >>> masked_weights_from_state_dict(state)["fc"].tolist()
+    [[1.0, 0.0, 1.0, 0.0]]
+    """
+    layers = {}
+    for key, mask in state.items():
+        if key.endswith(_MASK):
+            name = key[: -len(_MASK)]
+            layers[name] = torch.where(mask.bool(), state[name + _ORIGINAL], 0.0)
+    return layers

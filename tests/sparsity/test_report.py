@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from codesign.config import LayerOverride, SparsitySpec
-from codesign.sparsity import prune_, sparsity_report, weight_masks
+from codesign.sparsity import (
+    masked_weights_from_state_dict,
+    nm_compliant,
+    prune_,
+    sparsity_report,
+    weight_masks,
+)
 
 
 def test_report_counts_zeros_of_effective_weights(tiny_net) -> None:
@@ -36,3 +42,12 @@ def test_report_flags_a_group_that_breaks_the_pattern(tiny_net) -> None:
         weight_masks(tiny_net)["block.conv_a"].mask[0, :4, 0, 0] = True  # one dense group
     row = next(r for r in sparsity_report(tiny_net)["layers"] if r["name"] == "block.conv_a")
     assert row["nm_compliant"] is False
+
+
+def test_saved_state_dict_can_be_checked_without_the_model(tiny_net) -> None:
+    with pytest.warns(UserWarning):
+        prune_(tiny_net, SparsitySpec("2:4"))
+    weights = masked_weights_from_state_dict(tiny_net.state_dict())
+    assert list(weights) == ["block.conv_a"]
+    assert torch.equal(weights["block.conv_a"], tiny_net.block.conv_a.weight)
+    assert nm_compliant(weights["block.conv_a"], 2, 4)
