@@ -15,7 +15,11 @@ ForwardLoop = Callable[[nn.Module], None]
 
 
 def batches(
-    split: Split, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None
+    split: Split,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (images, labels) mini-batches; the last one may be smaller."""
     count = len(split)
@@ -51,7 +55,9 @@ def augment(
     return images
 
 
-def make_forward_loop(split: Split, batch_size: int = 256, samples: int | None = None) -> ForwardLoop:
+def make_forward_loop(
+    split: Split, batch_size: int = 256, samples: int | None = None
+) -> ForwardLoop:
     """A callable that runs the first ``samples`` images of ``split`` through a model."""
     data = split.take(samples)
     if len(data) == 0:

@@ -47,9 +47,7 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else "see list_models()"
-        raise ModelError(
-            f"unknown model {name!r}: {hint} (available: {', '.join(list_models())})"
-        )
+        raise ModelError(f"unknown model {name!r}: {hint} (available: {', '.join(list_models())})")
     try:
         return _REGISTRY[name](**kwargs)
     except TypeError as exc:

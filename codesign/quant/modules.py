@@ -84,7 +84,9 @@ class QuantConv2d(QuantMixin, nn.Conv2d):
         return super().forward(self.input_quantizer(x))
 
     def _integer_accumulate(self, x_codes: torch.Tensor, w_codes: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x_codes, w_codes, None, self.stride, self.padding, self.dilation, self.groups)
+        return F.conv2d(
+            x_codes, w_codes, None, self.stride, self.padding, self.dilation, self.groups
+        )
 
 
 class QuantLinear(QuantMixin, nn.Linear):

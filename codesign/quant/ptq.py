@@ -95,7 +95,11 @@ def set_weight_quant(model: nn.Module, enabled: bool) -> None:
 
 
 def calibrate(
-    model: nn.Module, forward_loop: ForwardLoop, spec: QuantSpec, *, float_model: nn.Module | None = None
+    model: nn.Module,
+    forward_loop: ForwardLoop,
+    spec: QuantSpec,
+    *,
+    float_model: nn.Module | None = None,
 ) -> dict[str, Any]:
     """Set every weight and activation scale of a quantized model from data.
 
@@ -131,11 +135,12 @@ def calibrate(
     range_method = spec.method
     with torch.no_grad():
         for _, layer in layers:
-            layer.weight_quantizer.calibrate(layer.weight_before_quant(), range_method, spec.percentile)
+            layer.weight_quantizer.calibrate(
+                layer.weight_before_quant(), range_method, spec.percentile
+            )
     info: dict[str, Any] = {}
-    if spec.bias_correction:
-        if float_model is None:
-            raise QuantError("reconstruction and bias correction need the float model")
+    if spec.bias_correction and float_model is None:
+        raise QuantError("reconstruction and bias correction need the float model")
     if spec.bias_correction:
         info["bias_corrected"] = correct_bias_(model, float_model, forward_loop)
     info["calib_seconds"] = time.perf_counter() - started
@@ -166,9 +171,11 @@ def correct_bias_(model: nn.Module, float_model: nn.Module, forward_loop: Forwar
     handles = []
 
     def make_hook(name: str, quant_layer: nn.Module):
-        def hook(float_layer: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        def hook(
+            float_layer: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
+        ) -> None:
             difference = quant_layer(inputs[0]) - output
-            dims = [0] + list(range(2, difference.dim()))
+            dims = [0, *list(range(2, difference.dim()))]
             sums[name] = sums.get(name, 0) + difference.sum(dim=dims)
             counts[name] = counts.get(name, 0) + difference.numel() // difference.shape[1]
 

@@ -130,7 +130,9 @@ class ActQuantizer(nn.Module):
             raise RuntimeError("activation quantizer saw no data during calibration")
         samples = torch.cat(self._samples)
         self.signed.fill_(self._min_seen < 0)
-        self.scale.data.copy_(estimate_scale(samples, self.bits, bool(self.signed), method, percentile))
+        self.scale.data.copy_(
+            estimate_scale(samples, self.bits, bool(self.signed), method, percentile)
+        )
         self._samples, self._min_seen = [], math.inf
         self.mode = "quantize"
 

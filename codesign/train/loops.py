@@ -64,8 +64,10 @@ def train(
     """
     torch.manual_seed(spec.seed)
     generator = torch.Generator().manual_seed(spec.seed)
-    params = parameters if parameters is not None else [p for p in model.parameters() if p.requires_grad]
-    groups: list[dict[str, Any]] = [{"params": params}] + list(extra_param_groups or [])
+    params = (
+        parameters if parameters is not None else [p for p in model.parameters() if p.requires_grad]
+    )
+    groups: list[dict[str, Any]] = [{"params": params}, *list(extra_param_groups or [])]
     optimizer = torch.optim.SGD(
         groups, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, nesterov=True
     )

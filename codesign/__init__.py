@@ -1,0 +1,35 @@
+"""codesign: quantization/sparsity co-design of DNN accelerators on measured tensors.
+
+The public API: models (``create_model``, ``list_models``, ``load_model``), data
+(``load_dataset``, ``make_forward_loop``, ``evaluate``), quantization (``quantize_``,
+``calibrate``), pruning (``prune_``, ``sparsity_report``) and specs (``QuantSpec``,
+``SparsitySpec``, ``TrainSpec``).
+"""
+
+from codesign.config import LayerOverride, QuantSpec, SparsitySpec, TrainSpec
+from codesign.data import evaluate, load_dataset, make_forward_loop
+from codesign.errors import CodesignError
+from codesign.models import create_model, list_models
+from codesign.pipeline import load_model
+from codesign.quant import calibrate, quantize_
+from codesign.sparsity import prune_, sparsity_report
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CodesignError",
+    "LayerOverride",
+    "QuantSpec",
+    "SparsitySpec",
+    "TrainSpec",
+    "calibrate",
+    "create_model",
+    "evaluate",
+    "list_models",
+    "load_dataset",
+    "load_model",
+    "make_forward_loop",
+    "prune_",
+    "quantize_",
+    "sparsity_report",
+]

@@ -1,0 +1,379 @@
+"""The ``codesign`` command line: argparse subcommands, no logic of their own.
+
+Every command takes ``--out DIR`` and writes ``DIR/result.json`` atomically, after all work
+is done, so a failed run leaves nothing half-written. Any user error ends with exit status 2
+and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from codesign.errors import CodesignError, ConfigError
+
+DEMO_CHECKPOINT = Path(__file__).parent / "checkpoints" / "resnet8-digits.pt"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + error
+        sys.stderr.write(f"codesign: error: {message} (see --help)\n")
+        sys.exit(2)
+
+
+def _bits(text: str) -> int:
+    from codesign.config import check_bits
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"bit width must be an integer 2..8, got {text!r}"
+        ) from None
+    try:
+        return check_bits(value, "")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _common(parser: argparse.ArgumentParser, checkpoint: bool = True) -> None:
+    parser.add_argument("--model", help="model name (default: what the checkpoint says)")
+    if checkpoint:
+        parser.add_argument("--checkpoint", required=True, help="checkpoint file (.th/.pt)")
+    parser.add_argument(
+        "--data", default="digits", help="digits | cifar10:DIR | imagefolder:DIR | npz:FILE"
+    )
+    parser.add_argument("--download", action="store_true", help="allow cifar10:DIR to download")
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _quant_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--weight-bits", type=_bits, required=required)
+    parser.add_argument("--act-bits", type=_bits, required=required)
+    parser.add_argument(
+        "--keep-8bit",
+        default="",
+        help="comma list of layers kept at 8 bits: first, last, or layer patterns",
+    )
+    parser.add_argument("--calib-samples", type=_positive_int, default=512)
+    parser.add_argument(
+        "--method", default=None, help="PTQ range method: minmax | percentile | mse (default)"
+    )
+    parser.add_argument("--per-tensor", action="store_true", help="per-tensor weight scales")
+    parser.add_argument("--no-bias-correction", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="codesign", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("eval", help="top-1 accuracy of a checkpoint")
+    _common(p)
+
+    p = sub.add_parser("ptq", help="post-training quantization")
+    _common(p)
+    _quant_args(p)
+
+    p = sub.add_parser("qat", help="quantization-aware training (LSQ) from a float checkpoint")
+    _common(p)
+    _quant_args(p)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--lr", type=float, default=0.002)
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+
+    p = sub.add_parser("train", help="train a model from scratch (float)")
+    _common(p, checkpoint=False)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+
+    p = sub.add_parser("prune", help="prune (2:4 or a fraction), fine-tune, optionally quantize")
+    _common(p)
+    p.add_argument("--sparsity", required=True, help="N:M pattern (2:4) or a fraction (0.7)")
+    p.add_argument("--scope", default="layer", choices=["layer", "global"])
+    p.add_argument("--schedule", default="oneshot", choices=["oneshot", "cubic"])
+    p.add_argument("--epochs", type=int, default=0)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--strict", action="store_true", help="error on layers N:M cannot divide")
+    _quant_args(p, required=False)
+
+    p = sub.add_parser("demo", help="the main job on the embedded digits data")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def _quant_spec(args: argparse.Namespace) -> Any:
+    from codesign.config import QuantSpec
+
+    keep = tuple(item.strip() for item in args.keep_8bit.split(",") if item.strip())
+    return QuantSpec(
+        weight_bits=args.weight_bits,
+        act_bits=args.act_bits,
+        per_channel=not args.per_tensor,
+        method=args.method or "mse",
+        bias_correction=not args.no_bias_correction,
+        keep_8bit=keep,
+    )
+
+
+def _finish(out: Path, result: dict[str, Any]) -> dict[str, Any]:
+    from codesign.io import write_json_atomic
+
+    write_json_atomic(out / "result.json", result)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
+    from codesign.data import evaluate, load_dataset
+    from codesign.pipeline import load_model
+
+    model, _, _ = load_model(args.checkpoint, args.model)
+    dataset = load_dataset(args.data, args.download)
+    result = evaluate(model, dataset.test)
+    return _finish(args.out, {"top1": result["top1"], "samples": result["samples"]})
+
+
+def cmd_ptq(args: argparse.Namespace) -> dict[str, Any]:
+    from codesign.data import load_dataset
+    from codesign.pipeline import (
+        layer_bits_rows,
+        load_model,
+        model_kwargs_for,
+        run_ptq,
+        save_model,
+        top1,
+    )
+
+    spec = _quant_spec(args)
+    float_model, name, recipe = load_model(args.checkpoint, args.model)
+    dataset = load_dataset(args.data, args.download)
+    model, info = run_ptq(float_model, dataset, spec, args.calib_samples)
+    result = {
+        "fp32_top1": top1(float_model, dataset),
+        "quant_top1": top1(model, dataset),
+        "calib_seconds": info["calib_seconds"],
+        "calib_samples": min(args.calib_samples, len(dataset.train)),
+        "quant": spec.to_dict(),
+        "layers": layer_bits_rows(model),
+    }
+    save_model(
+        args.out / "model.pt",
+        model,
+        name,
+        {**recipe, "quant": spec.to_dict()},
+        model_kwargs_for(model),
+    )
+    return _finish(args.out, result)
+
+
+def cmd_qat(args: argparse.Namespace) -> dict[str, Any]:
+    from codesign.config import TrainSpec
+    from codesign.data import load_dataset
+    from codesign.pipeline import (
+        layer_bits_rows,
+        load_model,
+        model_kwargs_for,
+        run_qat,
+        save_model,
+        top1,
+    )
+
+    spec = _quant_spec(args)
+    train_spec = TrainSpec(
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        distill_temperature=4.0,
+        distill_weight=0.9,
+        weight_decay=0.0,
+    )
+    float_model, name, recipe = load_model(args.checkpoint, args.model)
+    dataset = load_dataset(args.data, args.download)
+    args.out.mkdir(parents=True, exist_ok=True)
+    model, info = run_qat(
+        float_model,
+        dataset,
+        spec,
+        train_spec,
+        args.calib_samples,
+        state_path=args.out / "qat_state.pt",
+        progress=not args.quiet,
+    )
+    result = {
+        "fp32_top1": top1(float_model, dataset),
+        "quant_top1": top1(model, dataset),
+        "calib_seconds": info["calib_seconds"],
+        "train_seconds": info["train_seconds"],
+        "epochs": args.epochs,
+        "quant": spec.to_dict(),
+        "train": train_spec.to_dict(),
+        "layers": layer_bits_rows(model),
+    }
+    save_model(
+        args.out / "model.pt",
+        model,
+        name,
+        {**recipe, "quant": spec.to_dict()},
+        model_kwargs_for(model),
+    )
+    (args.out / "qat_state.pt").unlink(missing_ok=True)
+    return _finish(args.out, result)
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from codesign.config import TrainSpec
+    from codesign.data import load_dataset
+    from codesign.models import create_model
+    from codesign.pipeline import model_kwargs_for, save_model, top1
+    from codesign.train import train
+
+    if not args.model:
+        raise ConfigError("train needs --model (see list_models())")
+    dataset = load_dataset(args.data, args.download)
+    torch.manual_seed(args.seed)
+    kwargs = {"num_classes": dataset.num_classes, "in_channels": dataset.in_channels}
+    model = create_model(args.model, **kwargs)
+    spec = TrainSpec(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    history = train(
+        model, dataset, spec, state_path=args.out / "train_state.pt", progress=not args.quiet
+    )
+    result = {
+        "top1": top1(model, dataset),
+        "train_seconds": history["train_seconds"],
+        "train": spec.to_dict(),
+    }
+    save_model(
+        args.out / "model.pt", model, args.model, {"train": spec.to_dict()}, model_kwargs_for(model)
+    )
+    (args.out / "train_state.pt").unlink(missing_ok=True)
+    return _finish(args.out, result)
+
+
+def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
+    import copy
+
+    from codesign.config import SparsitySpec, TrainSpec
+    from codesign.data import load_dataset
+    from codesign.pipeline import load_model, model_kwargs_for, run_ptq, save_model, top1
+    from codesign.sparsity import finetune_pruned, prune_, sparsity_report
+
+    spec = SparsitySpec(
+        sparsity=args.sparsity, scope=args.scope, schedule=args.schedule, strict=args.strict
+    )
+    if (args.weight_bits is None) != (args.act_bits is None):
+        raise ConfigError("give both --weight-bits and --act-bits to quantize after pruning")
+    float_model, name, recipe = load_model(args.checkpoint, args.model)
+    dataset = load_dataset(args.data, args.download)
+    model = copy.deepcopy(float_model)
+    started = time.perf_counter()
+    if args.epochs > 0:
+        train_spec = TrainSpec(
+            epochs=args.epochs,
+            lr=args.lr,
+            seed=args.seed,
+            distill_temperature=4.0,
+            distill_weight=0.7,
+        )
+        finetune_pruned(
+            model, spec, dataset, train_spec, teacher=float_model, progress=not args.quiet
+        )
+    else:
+        prune_(model, spec)
+    train_seconds = time.perf_counter() - started
+    report = sparsity_report(model)
+    result: dict[str, Any] = {
+        "fp32_top1": top1(float_model, dataset),
+        "pruned_top1": top1(model, dataset),
+        "sparsity": report["sparsity"],
+        "pruned_sparsity": report["pruned_sparsity"],
+        "layers": [
+            {
+                "name": row["name"],
+                "sparsity": row["sparsity"],
+                "pattern": row["pattern"],
+                "nm_compliant": row["nm_compliant"],
+            }
+            for row in report["layers"]
+        ],
+        "train_seconds": train_seconds,
+    }
+    new_recipe = {**recipe, "sparsity": spec.to_dict()}
+    if args.weight_bits is not None:
+        quant_spec = _quant_spec(args)
+        model, info = run_ptq(model, dataset, quant_spec, args.calib_samples)
+        result["quant_top1"] = top1(model, dataset)
+        result["calib_seconds"] = info["calib_seconds"]
+        new_recipe["quant"] = quant_spec.to_dict()
+    save_model(args.out / "model.pt", model, name, new_recipe, model_kwargs_for(model))
+    return _finish(args.out, result)
+
+
+def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from codesign.config import QuantSpec
+    from codesign.data import load_dataset
+    from codesign.pipeline import load_model, run_ptq, top1
+
+    model, _, _ = load_model(DEMO_CHECKPOINT)
+    dataset = load_dataset("digits")
+    rows = [{"variant": "fp32", "top1": top1(model, dataset)}]
+    for label, spec in (
+        ("int8 (W8A8 PTQ)", QuantSpec(weight_bits=8, act_bits=8)),
+        ("int4 (W4A8 PTQ)", QuantSpec(weight_bits=4, act_bits=8, keep_8bit=("first", "last"))),
+        ("int4 (W4A4 PTQ)", QuantSpec(weight_bits=4, act_bits=4, keep_8bit=("first", "last"))),
+    ):
+        quantized, _ = run_ptq(model, dataset, spec, 512)
+        rows.append({"variant": label, "top1": top1(quantized, dataset)})
+    for row in rows:
+        print(f"{row['variant']:<18} {row['top1']:6.2f} %")
+    return _finish(
+        args.out, {"data": "digits", "checkpoint": DEMO_CHECKPOINT.name, "variants": rows}
+    )
+
+
+COMMANDS = {
+    "eval": cmd_eval,
+    "ptq": cmd_ptq,
+    "qat": cmd_qat,
+    "train": cmd_train,
+    "prune": cmd_prune,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except CodesignError as exc:
+        sys.stderr.write(f"codesign: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("codesign: interrupted\n")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Quantization-aware training: LSQ step sizes (Esser et al. 2020) with the STE, started from
+a calibrated PTQ model, BN already folded, and distilled from the float model.
+
+Starting from the best PTQ model (rather than fresh scales) and distilling from the float
+teacher are what the literature does when, as here, only a few thousand training images exist.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from codesign.config import TrainSpec
+from codesign.data import Dataset
+from codesign.quant.ptq import quant_layers
+from codesign.train import train
+
+
+def enable_lsq_(model: nn.Module) -> list[nn.Parameter]:
+    """Make every quantizer's step size a trained parameter; returns those parameters."""
+    scales = []
+    for _, layer in quant_layers(model):
+        for quantizer in (layer.weight_quantizer, layer.input_quantizer):
+            quantizer.learn_scale = True
+            quantizer.scale.requires_grad_(True)
+            scales.append(quantizer.scale)
+    return scales
+
+
+def disable_lsq_(model: nn.Module) -> None:
+    for _, layer in quant_layers(model):
+        for quantizer in (layer.weight_quantizer, layer.input_quantizer):
+            quantizer.learn_scale = False
+            quantizer.scale.requires_grad_(False)
+            quantizer.scale.data.abs_().clamp_(min=1e-12)
+
+
+def train_qat(
+    model: nn.Module,
+    dataset: Dataset,
+    spec: TrainSpec,
+    *,
+    teacher: nn.Module | None = None,
+    state_path: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune a calibrated quantized model in place with learned step sizes."""
+    scales = enable_lsq_(model)
+    scale_ids = {id(p) for p in scales}
+    weights = [p for p in model.parameters() if p.requires_grad and id(p) not in scale_ids]
+    if teacher is not None:
+        teacher.requires_grad_(False)
+    try:
+        history = train(
+            model,
+            dataset,
+            spec,
+            teacher=teacher,
+            parameters=weights,
+            extra_param_groups=[{"params": scales, "weight_decay": 0.0}],
+            state_path=state_path,
+            progress=progress,
+        )
+    finally:
+        disable_lsq_(model)
+    return history

@@ -1,0 +1,184 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from codesign.cli import main
+
+from .conftest import CIFAR_SUBSET, RESNET20_CHECKPOINT, needs_shared
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "codesign", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["eval", "--checkpoint", "missing.th", "--out", "{out}"], "checkpoint not found"),
+        (
+            ["eval", "--checkpoint", "{ckpt}", "--model", "resnet21", "--out", "{out}"],
+            "did you mean",
+        ),
+        (
+            [
+                "ptq",
+                "--checkpoint",
+                "{ckpt}",
+                "--weight-bits",
+                "9",
+                "--act-bits",
+                "8",
+                "--out",
+                "{out}",
+            ],
+            "2 to 8",
+        ),
+        (
+            [
+                "ptq",
+                "--checkpoint",
+                "{ckpt}",
+                "--weight-bits",
+                "4",
+                "--act-bits",
+                "4",
+                "--calib-samples",
+                "0",
+                "--out",
+                "{out}",
+            ],
+            "positive integer",
+        ),
+        (
+            [
+                "eval",
+                "--checkpoint",
+                "{ckpt}",
+                "--data",
+                "imagefolder:/nonexistent",
+                "--out",
+                "{out}",
+            ],
+            "not found",
+        ),
+        (
+            [
+                "ptq",
+                "--checkpoint",
+                "{ckpt}",
+                "--weight-bits",
+                "4",
+                "--act-bits",
+                "4",
+                "--keep-8bit",
+                "layer9.*",
+                "--out",
+                "{out}",
+            ],
+            "matches no layer",
+        ),
+        (["eval", "--checkpoint", "{ckpt}", "--data", "npz:{nan}", "--out", "{out}"], "NaN"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_no_output(tmp_path, args, message):
+    import numpy as np
+
+    from codesign.cli import DEMO_CHECKPOINT
+
+    x = np.zeros((4, 1, 8, 8), np.float32)
+    x[0, 0, 0, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", x_train=x, y_train=np.zeros(4), x_test=x, y_test=np.zeros(4))
+    out = tmp_path / "out"
+    filled = [a.format(out=out, ckpt=DEMO_CHECKPOINT, nan=tmp_path / "nan.npz") for a in args]
+    result = run_cli(*filled)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_eval_and_ptq_on_digits(tmp_path, capsys):
+    from codesign.cli import DEMO_CHECKPOINT
+
+    assert main(["eval", "--checkpoint", str(DEMO_CHECKPOINT), "--out", str(tmp_path / "e")]) == 0
+    top1 = json.loads((tmp_path / "e" / "result.json").read_text())["top1"]
+    assert top1 > 95
+    assert (
+        main(
+            [
+                "ptq",
+                "--checkpoint",
+                str(DEMO_CHECKPOINT),
+                "--weight-bits",
+                "8",
+                "--act-bits",
+                "8",
+                "--out",
+                str(tmp_path / "p"),
+            ]
+        )
+        == 0
+    )
+    result = json.loads((tmp_path / "p" / "result.json").read_text())
+    assert set(result) >= {"fp32_top1", "quant_top1", "calib_seconds", "layers"}
+    assert result["fp32_top1"] == top1
+    assert abs(result["quant_top1"] - top1) < 1.0
+    # the quantized checkpoint carries its recipe: evaluating it gives the same accuracy
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(tmp_path / "p" / "model.pt"),
+                "--out",
+                str(tmp_path / "e2"),
+            ]
+        )
+        == 0
+    )
+    assert json.loads((tmp_path / "e2" / "result.json").read_text())["top1"] == result["quant_top1"]
+
+
+@pytest.mark.slow
+@needs_shared
+def test_eval_shared_resnet20_known_answer(tmp_path):
+    code = main(
+        [
+            "eval",
+            "--checkpoint",
+            str(RESNET20_CHECKPOINT),
+            "--data",
+            f"imagefolder:{CIFAR_SUBSET}",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result == {"top1": pytest.approx(100 * 932 / 1017), "samples": 1017}
+
+
+@pytest.mark.slow
+@needs_shared
+def test_w8a8_ptq_shared_resnet20(tmp_path):
+    code = main(
+        [
+            "ptq",
+            "--checkpoint",
+            str(RESNET20_CHECKPOINT),
+            "--data",
+            f"imagefolder:{CIFAR_SUBSET}",
+            "--weight-bits",
+            "8",
+            "--act-bits",
+            "8",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    assert json.loads((tmp_path / "result.json").read_text())["quant_top1"] >= 91.4
