@@ -1,0 +1,207 @@
+"""SCNN's PT-IS-CP-sparse datapath and its dense baselines DCNN / DCNN-opt.
+
+After Parashar et al., "SCNN: an accelerator for compressed-sparse convolutional neural
+networks", ISCA 2017. The input of every layer is cut into planar tiles, one per PE of a
+``pe_rows`` x ``pe_cols`` grid (PT); each PE keeps its tile's compressed nonzero activations
+stationary (IS) and, for one group of ``kc`` output channels at a time, streams the group's
+compressed nonzero weights of every input channel past them: an F x I multiplier array forms
+the Cartesian product (CP) of F nonzero weights and I nonzero activations per cycle and
+scatters the products through a crossbar into ``accumulator_banks`` banks.
+
+Timing, vectorised over images x output-channel groups x PEs with the measured per-tile,
+per-channel nonzero counts of the ``LayerRecord``:
+- a PE spends ceil(a / I) * ceil(w / F) cycles on input channel c, with a its tile's nonzero
+  activations of c and w the group's nonzero weights of c (the ceilings are the multiplier
+  array's fragmentation);
+- all PEs wait at a barrier at the end of every output-channel group (they share the weight
+  broadcast), so a group costs the slowest PE's time: load imbalance from the real tiles;
+- bank conflicts: F*I products per cycle land on random banks; a bank takes one per cycle,
+  so a cycle stretches to the most-loaded bank, softened by the crossbar's queues (we charge
+  the expected excess over one write, E[max load] - 1, divided by ``xbar_queue_depth``);
+- halo: partial sums that fall outside a PE's tile are sent to its neighbours after each
+  group (accumulator reads + writes, and cycles at one value per bank per cycle).
+Strided layers: the Cartesian product multiplies every pair; products that land between
+output positions are wasted (SCNN's known weakness on strided layers).
+
+DCNN: the same 64 PEs of 16 multipliers computing dense dot products over the same tiles;
+DCNN-opt adds zero-gating of the multipliers and compressed DRAM traffic (paper, Table 4).
+Storage is zero-run encoded: every nonzero carries a ``zero_run_bits`` index (runs longer than
+the index can count would add padding entries; we do not model those).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from codesign.hw.arch import ArchSpec, ScnnSpec
+from codesign.hw.costing import Widths, make_cost, storage, traffic_details
+from codesign.hw.energy import EnergyTable
+from codesign.hw.records import Action, LayerCost, LayerRecord
+
+XBAR_QUEUE_DEPTH = 4  # crossbar FIFO entries per bank port absorbing conflicts (our assumption)
+
+
+@functools.lru_cache(maxsize=64)
+def expected_max_bank_load(products: int, banks: int) -> float:
+    """E[max over banks of products landing in it] for ``products`` uniform over ``banks``.
+
+    Exact, by the distribution of the maximum: P(max <= t) = t-capped occupancy count, computed
+    with a DP over banks (products and banks are small: 16 and 32 in the paper).
+    """
+    if products <= 0:
+        return 0.0
+    expected = 0.0
+    for t in range(products):  # E[max] = sum_t P(max > t)
+        # ways[j] = number of ways to put j labelled products in the banks so far, each <= t
+        ways = np.zeros(products + 1)
+        ways[0] = 1.0
+        fact = np.array([math.factorial(i) for i in range(products + 1)], dtype=float)
+        for _ in range(banks):
+            new = np.zeros_like(ways)
+            for load in range(min(t, products) + 1):
+                new[load:] += ways[: products + 1 - load] / fact[load]
+            ways = new
+        p_le = ways[products] * fact[products] / float(banks) ** products
+        expected += 1.0 - p_le
+    return expected
+
+
+def _grouped_counts(record: LayerRecord, spec: ScnnSpec) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-tile activations [N, G, Cg, T] and per-(output group, c) weights [G, KG, Cg]."""
+    g, cg = record.groups, record.c
+    tiles = np.asarray(record.input_nonzeros_per_tile, dtype=np.int64)
+    n = tiles.shape[0]
+    acts = tiles.reshape(n, g, cg, -1)
+    kg = record.k // g
+    tile_out = math.ceil(record.p / spec.pe_rows) * math.ceil(record.q / spec.pe_cols)
+    halo_tile = (math.ceil(record.p / spec.pe_rows) + record.r - 1) * (
+        math.ceil(record.q / spec.pe_cols) + record.s - 1
+    )
+    # Output channels per group: the paper's kc, capped by what the accumulators hold.
+    fits = max(1, (spec.accumulator_bytes * 8) // (32 * max(halo_tile, tile_out)))
+    kc = max(1, min(spec.kc, kg, fits))
+    groups = math.ceil(kg / kc)
+    weights = np.zeros((g, groups * kc, cg), dtype=np.int64)
+    weights[:, :kg] = np.asarray(record.weight_nonzeros_per_kc, dtype=np.int64).reshape(g, kg, cg)
+    return acts, weights.reshape(g, groups, kc, cg).sum(axis=2), kc
+
+
+def _dram_and_buffers(
+    record: LayerRecord, widths: Widths, spec: ScnnSpec, compressed: bool
+) -> tuple[list[Action], float]:
+    """DRAM traffic (each tensor once) and the buffer writes that receive it."""
+    run = spec.zero_run_bits
+    out_count = record.n * record.k * record.p * record.q
+    # Output density is not measured for this layer; ReLU networks keep roughly the input's.
+    out_nonzeros = out_count * record.act_density
+    if compressed:
+        weight_bits = record.weight_nonzeros * (widths.weight_bits + run)
+        input_bits = record.input_nonzeros * (widths.input_bits + run)
+        output_bits = out_nonzeros * (widths.output_bits + run)
+    else:
+        weight_bits = record.weight_count * widths.weight_bits
+        input_bits = record.input_count * widths.input_bits
+        output_bits = out_count * widths.output_bits
+    actions = [
+        storage("dram", "dram", "read", weight_bits + input_bits),
+        storage("dram", "dram", "write", output_bits),
+        storage("iaram", "sram", "write", input_bits, spec.iaram_bytes),
+        storage("oaram", "sram", "write", output_bits, spec.oaram_bytes),
+        storage("weight_fifo", "sram", "write", weight_bits, spec.weight_fifo_bytes),
+    ]
+    return actions, weight_bits + input_bits + output_bits
+
+
+def simulate_scnn(record: LayerRecord, arch: ArchSpec, table: EnergyTable) -> LayerCost:
+    """One layer on SCNN (``arch.kind == "scnn"``)."""
+    spec = arch.scnn
+    widths = Widths.of(record, arch.compute.accumulator_bits)
+    acts, weights, kc = _grouped_counts(record, spec)
+    f, i = spec.mult_f, spec.mult_i
+    act_vectors = -(-acts // i)  # [N, G, Cg, T]
+    weight_vectors = -(-weights // f)  # [G, KG, Cg]
+    # cycles of every PE on every (image, output group): sum over input channels
+    pe_cycles = np.einsum("ngct,gkc->ngkt", act_vectors, weight_vectors, optimize=True)
+    array_cycles = float(pe_cycles.max(axis=-1).sum())  # barrier per output-channel group
+    busy_cycles = float(pe_cycles.sum())
+    products = float(np.einsum("ngct,gkc->", acts, weights, optimize=True))
+    pes = spec.pe_rows * spec.pe_cols
+
+    conflict = (
+        max(0.0, expected_max_bank_load(f * i, spec.accumulator_banks) - 1.0) / XBAR_QUEUE_DEPTH
+    )
+    n_groups = acts.shape[0] * weights.shape[0] * weights.shape[1]
+    tile_h, tile_w = math.ceil(record.p / spec.pe_rows), math.ceil(record.q / spec.pe_cols)
+    halo_per_pe = kc * ((tile_h + record.r - 1) * (tile_w + record.s - 1) - tile_h * tile_w)
+    halo_cycles = n_groups * math.ceil(halo_per_pe / spec.accumulator_banks)
+    compute_cycles = array_cycles * (1.0 + conflict) + halo_cycles
+
+    run = spec.zero_run_bits
+    halo_values = n_groups * pes * halo_per_pe
+    actions = [
+        Action("mac", "mult", products, widths.weight_bits, widths.input_bits, widths.is_float),
+        Action("mac", "add", products, widths.accumulator_bits, 0, widths.is_float),
+        # activations: each nonzero read once per output-channel group (stationary in the PE)
+        storage("iaram", "sram", "read", float(acts.sum()) * weights.shape[1] * (widths.input_bits + run), spec.iaram_bytes),
+        # weights: every PE reads each weight vector once per activation vector it meets
+        storage("weight_fifo", "sram", "read", float(np.einsum("ngct,gkc->", act_vectors, weights)) * (widths.weight_bits + run), spec.weight_fifo_bytes),
+        # scatter: read-modify-write of an accumulator entry per product
+        storage("accumulators", "sram", "read", products * widths.accumulator_bits, spec.accumulator_bytes),
+        storage("accumulators", "sram", "write", products * widths.accumulator_bits, spec.accumulator_bytes),
+        storage("halo", "sram", "read", halo_values * widths.accumulator_bits, spec.accumulator_bytes),
+        storage("halo", "sram", "write", halo_values * widths.accumulator_bits, spec.accumulator_bytes),
+    ]  # fmt: skip
+    dram, dram_bits = _dram_and_buffers(record, widths, spec, compressed=True)
+    actions += dram
+    details = {
+        "kc": kc,
+        "products": products,
+        "multiplier_utilization": products / (pes * f * i * max(array_cycles, 1.0)),
+        "load_balance": busy_cycles / (pes * max(array_cycles, 1.0)),
+        "bank_conflict_factor": conflict,
+        "halo_cycles": halo_cycles,
+        **traffic_details(actions),
+    }
+    return make_cost(
+        record, "scnn", table, compute_cycles, dram_bits / arch.memory.dram_bits_per_cycle,
+        pes * f * i, actions, details,
+    )  # fmt: skip
+
+
+def simulate_dcnn(record: LayerRecord, arch: ArchSpec, table: EnergyTable) -> LayerCost:
+    """One layer on DCNN / DCNN-opt (``arch.kind == "dcnn"``): dense dot products per PE tile.
+
+    Every PE computes kc x (tile outputs) dot products of length C*R*S on F*I multipliers;
+    the largest tile sets the time. DCNN-opt (``scnn.zero_gating`` and ``compressed_dram``)
+    gates multipliers on zero operands and moves compressed data to and from DRAM.
+    """
+    spec = arch.scnn
+    widths = Widths.of(record, arch.compute.accumulator_bits)
+    pes, lanes = spec.pe_rows * spec.pe_cols, spec.mult_f * spec.mult_i
+    tile_out = math.ceil(record.p / spec.pe_rows) * math.ceil(record.q / spec.pe_cols)
+    # outputs of one image are spread over the PEs' tiles; a linear layer's single pixel
+    # occupies one PE, as in SCNN's planar tiling
+    per_pe_macs = record.k * record.c * record.r * record.s * tile_out
+    compute_cycles = record.n * math.ceil(per_pe_macs / lanes)
+    macs_gated = record.effectual_macs if spec.zero_gating else record.dense_macs
+    k_groups = math.ceil(record.k / max(1, min(spec.kc, record.k)))
+    actions = [
+        Action("mac", "mult", macs_gated, widths.weight_bits, widths.input_bits, widths.is_float),
+        Action("mac", "add", macs_gated, widths.accumulator_bits, 0, widths.is_float),
+        # each input read once per output-channel group; weights once per tile pass (dot
+        # products over F lanes reuse an activation across I outputs and a weight across F)
+        storage("iaram", "sram", "read", record.input_count * k_groups * widths.input_bits, spec.iaram_bytes),
+        storage("weight_fifo", "sram", "read", record.dense_macs / spec.mult_i * widths.weight_bits, spec.weight_fifo_bytes),
+        storage("accumulators", "sram", "read", record.dense_macs / spec.mult_f * widths.accumulator_bits, spec.accumulator_bytes),
+        storage("accumulators", "sram", "write", record.dense_macs / spec.mult_f * widths.accumulator_bits, spec.accumulator_bytes),
+    ]  # fmt: skip
+    dram, dram_bits = _dram_and_buffers(record, widths, spec, compressed=spec.compressed_dram)
+    actions += dram
+    name = "dcnn-opt" if spec.zero_gating or spec.compressed_dram else "dcnn"
+    return make_cost(
+        record, name, table, compute_cycles, dram_bits / arch.memory.dram_bits_per_cycle,
+        pes * lanes, actions, {"tile_outputs": tile_out, **traffic_details(actions)},
+    )  # fmt: skip

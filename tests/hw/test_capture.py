@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from codesign.errors import HardwareError
+from codesign.hw.capture import capture, is_2of4_compliant
+
+
+def brute_force_effectual(
+    x: torch.Tensor, w: torch.Tensor, stride: int, pad: int, groups: int
+) -> int:
+    """Count products with both operands nonzero by walking the loop nest (tiny layers only)."""
+    n, _c_total, h, wd = x.shape
+    k, cg, r, s = w.shape
+    kg = k // groups
+    xp = np.pad(x.numpy(), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    wn = w.numpy()
+    p = (h + 2 * pad - r) // stride + 1
+    q = (wd + 2 * pad - s) // stride + 1
+    count = 0
+    for b, kk, i, j, c, rr, ss in itertools.product(
+        range(n), range(k), range(p), range(q), range(cg), range(r), range(s)
+    ):
+        channel = (kk // kg) * cg + c
+        if xp[b, channel, i * stride + rr, j * stride + ss] != 0 and wn[kk, c, rr, ss] != 0:
+            count += 1
+    return count
+
+
+@pytest.mark.parametrize(
+    "cin,cout,k,stride,pad,groups",
+    [
+        (3, 4, 3, 1, 1, 1),
+        (4, 4, 3, 2, 1, 1),
+        (4, 4, 3, 1, 0, 2),
+        (4, 4, 1, 2, 0, 4),
+        (2, 3, 5, 2, 2, 1),
+    ],
+)
+def test_effectual_macs_match_brute_force(
+    cin, cout, k, stride, pad, groups, make_conv, make_record
+):
+    conv = make_conv(cin, cout, k, stride, pad, groups)
+    torch.manual_seed(2)
+    x = torch.relu(torch.randn(2, cin, 7, 7))
+    record = make_record(conv, x)
+    assert record.effectual_macs == brute_force_effectual(
+        x, conv.weight.detach(), stride, pad, groups
+    )
+    # closed form of dense MACs: N K (C/G) P Q R S
+    p = (7 + 2 * pad - k) // stride + 1
+    assert (record.p, record.q) == (p, p)
+    assert record.dense_macs == 2 * cout * (cin // groups) * p * p * k * k
+    assert record.input_nonzeros == int(torch.count_nonzero(x))
+    assert record.weight_nonzeros == int(torch.count_nonzero(conv.weight))
+    assert record.input_nonzeros_per_tile.sum() == record.input_nonzeros
+
+
+def test_linear_record_and_batches_accumulate():
+    torch.manual_seed(0)
+    fc = nn.Linear(6, 5)
+    with torch.no_grad():
+        fc.weight[:, :2] = 0
+    xs = [torch.relu(torch.randn(3, 6)) for _ in range(2)]
+    record = capture(fc, lambda m: [m(x) for x in xs])[0]
+    x = torch.cat(xs)
+    assert (record.op, record.n, record.k, record.c) == ("linear", 6, 5, 6)
+    assert record.dense_macs == 6 * 5 * 6
+    assert record.effectual_macs == int(((x != 0).float() @ (fc.weight != 0).float().T).sum())
+
+
+def test_tiles_have_the_grid_shape_and_records_are_immutable(conv_record):
+    assert conv_record.input_nonzeros_per_tile.shape == (2, 8, 8, 8)
+    assert conv_record.weight_nonzeros_per_kc.shape == (16, 8)
+    with pytest.raises(ValueError):
+        conv_record.input_nonzeros_per_tile[0, 0, 0, 0] = 1
+    with pytest.raises(AttributeError):
+        conv_record.k = 3  # type: ignore[misc]
+
+
+def test_hooks_removed_on_error_and_mode_restored():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 2)).train()
+
+    def failing_loop(model):
+        model(torch.ones(1, 1, 4, 4))
+        raise RuntimeError("data loader broke")
+
+    with pytest.raises(RuntimeError):
+        capture(net, failing_loop)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
+    assert net.training
+    capture(net, lambda m: m(torch.ones(1, 1, 4, 4)))
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
+
+
+def test_quantized_layer_counts_the_quantizer_output_and_reads_bits(make_record):
+    class ToZero(nn.Module):  # stands in for an activation quantizer that rounds small values to 0
+        def forward(self, x):
+            return torch.where(x.abs() < 0.5, torch.zeros_like(x), x)
+
+    class QuantConv(nn.Conv2d):
+        def __init__(self):
+            super().__init__(2, 2, 1, bias=False)
+            self.input_quantizer = ToZero()
+            self.weight_bits, self.input_bits = 4, 8
+
+        def forward(self, x):
+            return super().forward(self.input_quantizer(x))
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 4, 4)
+    record = make_record(QuantConv(), x)
+    assert record.input_nonzeros == int((x.abs() >= 0.5).sum())
+    assert (record.weight_bits, record.input_bits) == (4, 8)
+    assert record.input_signed
+
+
+def test_2of4_compliance():
+    mask = torch.tensor([[1, 1, 0, 0, 0, 1, 0, 1]], dtype=torch.float32)
+    assert is_2of4_compliant(mask)
+    assert not is_2of4_compliant(torch.ones(1, 8))
+    assert not is_2of4_compliant(torch.ones(1, 6))
+
+
+def test_model_without_layers_is_an_error():
+    with pytest.raises(HardwareError, match="no Conv2d or Linear"):
+        capture(nn.ReLU(), lambda m: m(torch.ones(1)))
