@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="error on layers N:M cannot divide")
     _quant_args(p, required=False)
 
+    p = sub.add_parser("simulate", help="capture real tensors and simulate an accelerator")
+    _common(p)
+    p.add_argument("--samples", type=_positive_int, default=32, help="test images captured")
+    p.add_argument("--arch", required=True, type=Path, help="recipes/hardware/<name>.toml")
+    p.add_argument("--energy", type=Path, default=None, help="recipes/energy/<name>.toml")
+
     p = sub.add_parser("demo", help="the main job on the embedded digits data")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--quiet", action="store_true")
@@ -330,6 +336,30 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
     return _finish(args.out, result)
 
 
+def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
+    from codesign.data import load_dataset, make_forward_loop
+    from codesign.hw import (
+        capture,
+        load_arch,
+        load_energy_table,
+        simulate,
+        summarize,
+        write_layers_csv,
+    )
+    from codesign.pipeline import load_model
+
+    arch = load_arch(args.arch)
+    energy = load_energy_table(args.energy)
+    model, _, _ = load_model(args.checkpoint, args.model)
+    dataset = load_dataset(args.data, args.download)
+    records = capture(model, make_forward_loop(dataset.test, 64, args.samples))
+    costs = simulate(records, arch, energy)
+    result = summarize(costs, args.arch.stem)
+    result["samples"] = min(args.samples, len(dataset.test))
+    write_layers_csv(costs, args.out / "layers.csv")
+    return _finish(args.out, result)
+
+
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.config import QuantSpec
     from codesign.data import load_dataset
@@ -358,6 +388,7 @@ COMMANDS = {
     "qat": cmd_qat,
     "train": cmd_train,
     "prune": cmd_prune,
+    "simulate": cmd_simulate,
     "demo": cmd_demo,
 }
 

@@ -87,7 +87,8 @@ class QuantSpec:
 
     Weights are symmetric (per output channel by default); activations (the input of every
     Conv2d/Linear) per tensor, unsigned where the observed input is non-negative.
-    ``method`` picks the PTQ algorithm: minmax | percentile | mse | adaround.
+    ``method`` picks the range estimator: minmax | percentile | mse (learned rounding,
+    AdaRound/BRECQ-style, is not built yet).
     """
 
     weight_bits: int = 8

@@ -182,3 +182,42 @@ def test_w8a8_ptq_shared_resnet20(tmp_path):
     )
     assert code == 0
     assert json.loads((tmp_path / "result.json").read_text())["quant_top1"] >= 91.4
+
+
+def test_simulate_writes_result_and_csv(tmp_path):
+    from pathlib import Path
+
+    from codesign.cli import DEMO_CHECKPOINT
+
+    arch = Path(__file__).resolve().parents[1] / "recipes" / "hardware" / "systolic-16x16-ws.toml"
+    out = tmp_path / "sim"
+    code = main(
+        [
+            "simulate",
+            "--checkpoint",
+            str(DEMO_CHECKPOINT),
+            "--arch",
+            str(arch),
+            "--samples",
+            "8",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    result = json.loads((out / "result.json").read_text())
+    assert set(result["total"]) >= {"cycles", "energy_uj", "energy_by_component_uj"}
+    first = result["layers"][0]
+    assert set(first) >= {
+        "name",
+        "macs",
+        "effectual_macs",
+        "weight_density",
+        "act_density",
+        "cycles",
+        "energy_uj",
+        "utilization",
+    }
+    # the stem conv of the digits ResNet-8: 8 images x 16 x 1 x 8 x 8 x 3 x 3 MACs
+    assert first["name"] == "conv1" and first["macs"] == 8 * 16 * 1 * 8 * 8 * 9
+    assert (out / "layers.csv").read_text().count("\n") == len(result["layers"]) + 1
