@@ -16,12 +16,14 @@ per-channel nonzero counts of the ``LayerRecord``:
 - all PEs wait at a barrier at the end of every output-channel group (they share the weight
   broadcast), so a group costs the slowest PE's time: load imbalance from the real tiles;
 - bank conflicts: F*I products per cycle land on random banks; a bank takes one per cycle,
-  so a cycle stretches to the most-loaded bank, softened by the crossbar's queues (we charge
-  the expected excess over one write, E[max load] - 1, divided by ``xbar_queue_depth``);
+  so a cycle stretches to the most-loaded bank, softened by the crossbar's queues: we charge
+  the expected excess over one write, E[max load] - 1, divided by ``xbar_queue_depth`` (not
+  given by the paper: calibrated, see ScnnSpec);
 - halo: partial sums that fall outside a PE's tile are sent to its neighbours after each
   group (accumulator reads + writes, and cycles at one value per bank per cycle).
-Strided layers: the Cartesian product multiplies every pair; products that land between
-output positions are wasted (SCNN's known weakness on strided layers).
+Strided layers: activations and weights are grouped by stride phase so that only pairs whose
+product lands on an output position are multiplied (we assume nonzeros split evenly over
+phases; without this a stride-s layer would waste (s*s - 1) of every s*s products).
 
 DCNN: the same 64 PEs of 16 multipliers computing dense dot products over the same tiles;
 DCNN-opt adds zero-gating of the multipliers and compressed DRAM traffic (paper, Table 4).
@@ -40,8 +42,6 @@ from codesign.hw.arch import ArchSpec, ScnnSpec
 from codesign.hw.costing import Widths, make_cost, storage, traffic_details
 from codesign.hw.energy import EnergyTable
 from codesign.hw.records import Action, LayerCost, LayerRecord
-
-XBAR_QUEUE_DEPTH = 4  # crossbar FIFO entries per bank port absorbing conflicts (our assumption)
 
 
 @functools.lru_cache(maxsize=64)
@@ -121,18 +121,20 @@ def simulate_scnn(record: LayerRecord, arch: ArchSpec, table: EnergyTable) -> La
     widths = Widths.of(record, arch.compute.accumulator_bits)
     acts, weights, kc = _grouped_counts(record, spec)
     f, i = spec.mult_f, spec.mult_i
-    act_vectors = -(-acts // i)  # [N, G, Cg, T]
-    weight_vectors = -(-weights // f)  # [G, KG, Cg]
-    # cycles of every PE on every (image, output group): sum over input channels
-    pe_cycles = np.einsum("ngct,gkc->ngkt", act_vectors, weight_vectors, optimize=True)
+    # Strided layers: activations and weights are split by stride phase, and only matching
+    # phases multiply (an even split is assumed; the record has no per-phase counts).
+    phases = record.stride[0] * record.stride[1]
+    act_vectors = -(-acts // (i * phases))  # [N, G, Cg, T], per phase
+    weight_vectors = -(-weights // (f * phases))  # [G, KG, Cg], per phase
+    # cycles of every PE on every (image, output group): sum over input channels and phases
+    pe_cycles = phases * np.einsum("ngct,gkc->ngkt", act_vectors, weight_vectors, optimize=True)
     array_cycles = float(pe_cycles.max(axis=-1).sum())  # barrier per output-channel group
     busy_cycles = float(pe_cycles.sum())
-    products = float(np.einsum("ngct,gkc->", acts, weights, optimize=True))
+    products = float(np.einsum("ngct,gkc->", acts, weights, optimize=True)) / phases
     pes = spec.pe_rows * spec.pe_cols
 
-    conflict = (
-        max(0.0, expected_max_bank_load(f * i, spec.accumulator_banks) - 1.0) / XBAR_QUEUE_DEPTH
-    )
+    excess = expected_max_bank_load(f * i, spec.accumulator_banks) - 1.0
+    conflict = max(0.0, excess) / spec.xbar_queue_depth
     n_groups = acts.shape[0] * weights.shape[0] * weights.shape[1]
     tile_h, tile_w = math.ceil(record.p / spec.pe_rows), math.ceil(record.q / spec.pe_cols)
     halo_per_pe = kc * ((tile_h + record.r - 1) * (tile_w + record.s - 1) - tile_h * tile_w)
@@ -140,6 +142,7 @@ def simulate_scnn(record: LayerRecord, arch: ArchSpec, table: EnergyTable) -> La
     compute_cycles = array_cycles * (1.0 + conflict) + halo_cycles
 
     run = spec.zero_run_bits
+    bank_bytes = max(1, spec.accumulator_bytes // spec.accumulator_banks)  # one bank per access
     halo_values = n_groups * pes * halo_per_pe
     actions = [
         Action("mac", "mult", products, widths.weight_bits, widths.input_bits, widths.is_float),
@@ -149,10 +152,10 @@ def simulate_scnn(record: LayerRecord, arch: ArchSpec, table: EnergyTable) -> La
         # weights: every PE reads each weight vector once per activation vector it meets
         storage("weight_fifo", "sram", "read", float(np.einsum("ngct,gkc->", act_vectors, weights)) * (widths.weight_bits + run), spec.weight_fifo_bytes),
         # scatter: read-modify-write of an accumulator entry per product
-        storage("accumulators", "sram", "read", products * widths.accumulator_bits, spec.accumulator_bytes),
-        storage("accumulators", "sram", "write", products * widths.accumulator_bits, spec.accumulator_bytes),
-        storage("halo", "sram", "read", halo_values * widths.accumulator_bits, spec.accumulator_bytes),
-        storage("halo", "sram", "write", halo_values * widths.accumulator_bits, spec.accumulator_bytes),
+        storage("accumulators", "sram", "read", products * widths.accumulator_bits, bank_bytes),
+        storage("accumulators", "sram", "write", products * widths.accumulator_bits, bank_bytes),
+        storage("halo", "sram", "read", halo_values * widths.accumulator_bits, bank_bytes),
+        storage("halo", "sram", "write", halo_values * widths.accumulator_bits, bank_bytes),
     ]  # fmt: skip
     dram, dram_bits = _dram_and_buffers(record, widths, spec, compressed=True)
     actions += dram
@@ -188,6 +191,7 @@ def simulate_dcnn(record: LayerRecord, arch: ArchSpec, table: EnergyTable) -> La
     compute_cycles = record.n * math.ceil(per_pe_macs / lanes)
     macs_gated = record.effectual_macs if spec.zero_gating else record.dense_macs
     k_groups = math.ceil(record.k / max(1, min(spec.kc, record.k)))
+    bank_bytes = max(1, spec.accumulator_bytes // spec.accumulator_banks)
     actions = [
         Action("mac", "mult", macs_gated, widths.weight_bits, widths.input_bits, widths.is_float),
         Action("mac", "add", macs_gated, widths.accumulator_bits, 0, widths.is_float),
@@ -195,8 +199,8 @@ def simulate_dcnn(record: LayerRecord, arch: ArchSpec, table: EnergyTable) -> La
         # products over F lanes reuse an activation across I outputs and a weight across F)
         storage("iaram", "sram", "read", record.input_count * k_groups * widths.input_bits, spec.iaram_bytes),
         storage("weight_fifo", "sram", "read", record.dense_macs / spec.mult_i * widths.weight_bits, spec.weight_fifo_bytes),
-        storage("accumulators", "sram", "read", record.dense_macs / spec.mult_f * widths.accumulator_bits, spec.accumulator_bytes),
-        storage("accumulators", "sram", "write", record.dense_macs / spec.mult_f * widths.accumulator_bits, spec.accumulator_bytes),
+        storage("accumulators", "sram", "read", record.dense_macs / spec.mult_f * widths.accumulator_bits, bank_bytes),
+        storage("accumulators", "sram", "write", record.dense_macs / spec.mult_f * widths.accumulator_bits, bank_bytes),
     ]  # fmt: skip
     dram, dram_bits = _dram_and_buffers(record, widths, spec, compressed=spec.compressed_dram)
     actions += dram
