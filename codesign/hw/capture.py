@@ -50,6 +50,7 @@ class _LayerStats:
         self.tiles: list[np.ndarray] = []
         self.geometry: tuple[int, ...] | None = None  # (c_total, h, w, p, q, pad_h, pad_w)
         self.weight_mask: torch.Tensor | None = None
+        self.weights_per_tap: torch.Tensor | None = None
 
     # -- weights: read once, they do not change during an eval-mode capture ------------------
     def _weight_mask(self) -> torch.Tensor:
@@ -60,7 +61,8 @@ class _LayerStats:
     def observe(self, x: torch.Tensor) -> None:
         """Reduce one batch of layer input ``x`` into the running sums."""
         x = x.detach()
-        x_nonzero = x != 0
+        # 0/1 in fp32: sums of up to 2**24 ones are exact, and pooling kernels are fast
+        x_nonzero = (x != 0).float()
         w_mask = self._weight_mask()
         if self.is_conv:
             if x_nonzero.dim() == 3:  # unbatched conv input [C, H, W]
@@ -95,27 +97,28 @@ class _LayerStats:
         # Effectual MACs = sum over (c, r, s) of [nonzero weights at (c, r, s) over the output
         # channels that read c] x [nonzero inputs that tap (c, r, s) meets over all outputs
         # (n, p, q)]. The second factor is a strided window sum of the batch-summed nonzero
-        # map, i.e. a conv with an all-ones P x Q kernel dilated by the stride: C*R*S*P*Q work
-        # instead of the layer's K*C*R*S*P*Q. Zero padding contributes nothing; integer sums.
-        per_channel = F.pad(x_nonzero.sum(0, dtype=torch.int32), (pad[1], pad[1], pad[0], pad[0]))
-        span_h, span_w = stride[0] * (p - 1) + 1, stride[1] * (q - 1) + 1
-        taps = torch.stack(
-            [
-                per_channel[
-                    :,
-                    i * dil[0] : i * dil[0] + span_h : stride[0],
-                    j * dil[1] : j * dil[1] + span_w : stride[1],
-                ].sum((1, 2))
-                for i in range(r)  # a loop over kernel taps (<= 49), not over pixels
-                for j in range(s)
-            ],
-            dim=1,
-        ).view(c_total, r, s)
-        groups = int(conv.groups)
-        weights_per_tap = w_mask.view(groups, k // groups, c_per_group, r, s).sum(1)
-        return int(
-            (taps.to(torch.int64) * weights_per_tap.reshape(c_total, r, s).to(torch.int64)).sum()
+        # map (one strided view, one reduction): C*R*S*P*Q work instead of the layer's
+        # K*C*R*S*P*Q. Zero padding contributes nothing; all sums are exact integers.
+        per_channel = F.pad(x_nonzero.sum(0), (pad[1], pad[1], pad[0], pad[0]))
+        sc, sh, sw = per_channel.stride()
+        # windows[c, i, j, a, b] = per_channel[c, i*dil + a*stride, j*dil + b*stride]: one view
+        windows = per_channel.as_strided(
+            (c_total, r, s, p, q),
+            (sc, dil[0] * sh, dil[1] * sw, stride[0] * sh, stride[1] * sw),
         )
+        taps = windows.sum((3, 4), dtype=torch.float64)  # exact: integers far below 2**53
+        return int((taps * self._weights_per_tap()).sum().item())
+
+    def _weights_per_tap(self) -> torch.Tensor:
+        """[C_total, R, S]: nonzero weights at each (input channel, tap) over the output
+        channels that read that input channel (per group)."""
+        if self.weights_per_tap is None:
+            w_mask = self._weight_mask()
+            k, c_per_group, r, s = w_mask.shape
+            groups = int(self.module.groups)  # type: ignore[arg-type]
+            per_group = w_mask.view(groups, k // groups, c_per_group, r, s).sum(1)
+            self.weights_per_tap = per_group.reshape(groups * c_per_group, r, s).double()
+        return self.weights_per_tap
 
     def _observe_linear(self, x_nonzero: torch.Tensor, w_mask: torch.Tensor) -> int:
         rows, features = x_nonzero.shape
@@ -144,11 +147,9 @@ class _LayerStats:
         rows, cols = self.tile_grid
         tile_h, tile_w = math.ceil(h / rows), math.ceil(w / cols)
         if (tile_h * rows, tile_w * cols) != (h, w):  # the last tiles are partial (or empty)
-            padded = x_nonzero.new_zeros((n, c, tile_h * rows, tile_w * cols))
-            padded[:, :, :h, :w] = x_nonzero
-            x_nonzero = padded
-        # reduce the contiguous last dim first: much faster than one strided 2-D reduction
-        counts = x_nonzero.view(n, c, rows, tile_h, cols, tile_w).sum(-1, dtype=torch.int32).sum(3)
+            x_nonzero = F.pad(x_nonzero, (0, tile_w * cols - w, 0, tile_h * rows - h))
+        # a sum-pool over each tile (avg-pool with divisor 1): exact small integers in fp32
+        counts = F.avg_pool2d(x_nonzero, (tile_h, tile_w), divisor_override=1)
         return counts.to(torch.int32).numpy()
 
     def record(self) -> LayerRecord:
