@@ -143,7 +143,7 @@ class _LayerStats:
 
     def _tile_counts(self, x_nonzero: torch.Tensor) -> np.ndarray:
         """Nonzeros per planar tile: [N, C, tile_rows, tile_cols] (SCNN's PT partition)."""
-        n, c, h, w = x_nonzero.shape
+        h, w = x_nonzero.shape[-2:]
         rows, cols = self.tile_grid
         tile_h, tile_w = math.ceil(h / rows), math.ceil(w / cols)
         if (tile_h * rows, tile_w * cols) != (h, w):  # the last tiles are partial (or empty)
