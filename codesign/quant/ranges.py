@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 
-
 MSE_SAMPLES = 1 << 15
 
 
