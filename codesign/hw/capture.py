@@ -150,7 +150,7 @@ class _LayerStats:
             x_nonzero = F.pad(x_nonzero, (0, tile_w * cols - w, 0, tile_h * rows - h))
         # a sum-pool over each tile (avg-pool with divisor 1): exact small integers in fp32
         counts = F.avg_pool2d(x_nonzero, (tile_h, tile_w), divisor_override=1)
-        return counts.to(torch.int32).numpy()
+        return counts.to(torch.int32).cpu().numpy()
 
     def record(self) -> LayerRecord:
         if self.geometry is None:
@@ -166,7 +166,7 @@ class _LayerStats:
             stride, groups, op = _pair(conv.stride), int(conv.groups), "conv"
         else:
             (k, c), r, s, stride, groups, op = w_mask.shape, 1, 1, (1, 1), 1, "linear"
-        per_kc = w_mask.view(k, c, r * s).sum(-1).to(torch.int64).numpy()
+        per_kc = w_mask.view(k, c, r * s).sum(-1).to(torch.int64).cpu().numpy()
         return LayerRecord(
             name=self.name,
             op=op,
