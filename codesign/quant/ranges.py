@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-MSE_SAMPLES = 1 << 15
+MSE_SAMPLES = 1 << 17
 
 
 def integer_range(bits: int, signed: bool) -> tuple[int, int]:
@@ -68,8 +68,8 @@ def estimate_scale(
         return (clip / levels).reshape(())
     if method == "mse":
         if values.numel() > MSE_SAMPLES:
-            # The MSE optimum is set by the bulk of the distribution; a fixed random subsample
-            # of 32K values moves it by well under a grid step and costs 4x less than 131K.
+            # Bounds the search's cost for large calibration sets. 131K values is what 512
+            # images give (2 batches x 64K); a 32K subsample measured W4A4 89.4 % vs 90.1 %.
             generator = torch.Generator().manual_seed(0)
             values = values[torch.randperm(values.numel(), generator=generator)[:MSE_SAMPLES]]
         return mse_scale_per_row(values.view(1, -1), qmin, qmax).reshape(())
