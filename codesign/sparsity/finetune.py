@@ -86,9 +86,9 @@ def finetune_pruned(
     ``model`` may be dense (it is pruned here) or freshly pruned by ``prune_`` with the same
     spec (e.g. to evaluate it one-shot first); under the cubic schedule its unstructured masks
     are then reset to keep everything (the original weights still sit under the mask) and
-    raised again on the schedule. ``teacher``
-    defaults to a frozen copy of the model before pruning when
-    ``train_spec.distill_temperature > 0``. Returns ``codesign.train.train``'s dict
+    raised again on the schedule. ``teacher`` defaults to a frozen copy of the model before
+    pruning when ``train_spec.distill_temperature > 0``. ``timing`` places the cubic schedule
+    (default: prune over the first 60 % of the steps). Returns ``codesign.train.train``'s dict
     (``train_seconds``, ``epochs``, ``steps``, ``final_loss``) plus ``"schedule"``.
     """
     steps_per_epoch = max(1, math.ceil(len(dataset.train) / train_spec.batch_size))
