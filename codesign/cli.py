@@ -73,7 +73,9 @@ def _quant_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
     )
     parser.add_argument("--calib-samples", type=_positive_int, default=512)
     parser.add_argument(
-        "--method", default=None, help="PTQ range method: minmax | percentile | mse (default)"
+        "--method",
+        default=None,
+        help="range method: auto (default: min-max at 8 bits, MSE below) | minmax | percentile | mse",
     )
     parser.add_argument("--per-tensor", action="store_true", help="per-tensor weight scales")
     parser.add_argument("--no-bias-correction", action="store_true")
@@ -133,7 +135,7 @@ def _quant_spec(args: argparse.Namespace) -> Any:
         weight_bits=args.weight_bits,
         act_bits=args.act_bits,
         per_channel=not args.per_tensor,
-        method=args.method or "mse",
+        method=args.method or "auto",
         bias_correction=not args.no_bias_correction,
         keep_8bit=keep,
     )

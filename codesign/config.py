@@ -87,14 +87,15 @@ class QuantSpec:
 
     Weights are symmetric (per output channel by default); activations (the input of every
     Conv2d/Linear) per tensor, unsigned where the observed input is non-negative.
-    ``method`` picks the range estimator: minmax | percentile | mse (learned rounding,
-    AdaRound/BRECQ-style, is not built yet).
+    ``method`` picks the range estimator: minmax | percentile | mse, or auto (min-max for
+    8-bit quantizers, MSE below: on ResNet-20 W8A8 min-max measured 91.94 % vs MSE 91.84 % at
+    a quarter of the calibration time). Learned rounding (AdaRound/BRECQ) is not built yet.
     """
 
     weight_bits: int = 8
     act_bits: int = 8
     per_channel: bool = True
-    method: str = "mse"
+    method: str = "auto"
     percentile: float = 99.99
     bias_correction: bool = True
     fold_bn: bool = True
@@ -119,7 +120,7 @@ class QuantSpec:
         return from_dict(cls, data, where)
 
 
-PTQ_METHODS = ("minmax", "percentile", "mse")
+PTQ_METHODS = ("auto", "minmax", "percentile", "mse")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -94,6 +94,13 @@ def set_weight_quant(model: nn.Module, enabled: bool) -> None:
         layer.weight_quantizer.enabled = enabled
 
 
+def range_method(method: str, bits: int) -> str:
+    """The range estimator for one quantizer: ``auto`` is min-max at 8 bits, MSE below."""
+    if method != "auto":
+        return method
+    return "minmax" if bits >= 8 else "mse"
+
+
 def calibrate(
     model: nn.Module,
     forward_loop: ForwardLoop,
@@ -121,7 +128,9 @@ def calibrate(
         forward_loop(model)
         for name, layer in layers:
             try:
-                layer.input_quantizer.finish_observation(spec.method, spec.percentile)
+                layer.input_quantizer.finish_observation(
+                    range_method(spec.method, layer.input_bits), spec.percentile
+                )
             except RuntimeError:
                 raise QuantError(
                     f"layer {name} received no input during calibration: the forward loop "
@@ -130,11 +139,12 @@ def calibrate(
     finally:
         set_weight_quant(model, True)
         set_act_mode(model, "quantize")
-    range_method = spec.method
     with torch.no_grad():
         for _, layer in layers:
             layer.weight_quantizer.calibrate(
-                layer.weight_before_quant(), range_method, spec.percentile
+                layer.weight_before_quant(),
+                range_method(spec.method, layer.weight_bits),
+                spec.percentile,
             )
     info: dict[str, Any] = {}
     if spec.bias_correction and float_model is None:
