@@ -34,6 +34,36 @@ def test_systolic_cycles_follow_scalesim_formulas():
     assert ws["filter_reads"] == 50 * 40 and ws["ifmap_reads"] == 2 * 100 * 50
 
 
+# SCALE-Sim v3.0.0 outputs recorded by scripts/validate_systolic.py (CALC mode, batch 1):
+# ("Total Cycles" = the last cycle's 0-based index, IFMAP SRAM reads, filter SRAM reads).
+SCALESIM_V3 = [
+    # (C, K, kernel, stride, side, array, dataflow) -> (cycle index, ifmap reads, filter reads)
+    ((16, 16, 3, 1, 32, 32, "ws"), (5589, 147456, 2304)),
+    ((16, 16, 3, 1, 32, 32, "os"), (6591, 147456, 73728)),
+    ((16, 16, 3, 1, 32, 32, "is"), (17599, 147456, 73728)),
+    ((16, 32, 3, 2, 32, 16, "ws"), (5435, 73728, 4608)),
+    ((16, 32, 3, 2, 32, 16, "os"), (5567, 73728, 73728)),
+    ((16, 32, 3, 2, 32, 16, "is"), (11231, 36864, 73728)),
+]
+
+
+@pytest.mark.parametrize("layer,reference", SCALESIM_V3)
+def test_systolic_matches_recorded_scalesim_v3(layer, reference):
+    cin, cout, kernel, stride, side, array, dataflow = layer
+    conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=1, bias=False)
+    record = capture(conv, lambda m: m(torch.randn(1, cin, side, side)))[0]
+    arch = ArchSpec(
+        name="s",
+        kind="systolic",
+        compute=ComputeSpec(rows=array, cols=array, dataflow=dataflow),
+    )
+    cost = simulate([record], arch)[0]
+    index, ifmap, filt = reference
+    assert cost.compute_cycles == index + 1  # a count of cycles, SCALE-Sim's last index + 1
+    assert cost.details["sram_ifmap_reads"] == ifmap
+    assert cost.details["sram_filter_reads"] == filt
+
+
 def test_loop_order_reuse_counts():
     one = np.array([1])
     # 4 x 3 x 2 tiles; WS order (k, r, m): weights loaded once per (k, r) = 6 times,
