@@ -8,6 +8,7 @@ and one line on stderr.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -110,8 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sparsity", required=True, help="N:M pattern (2:4) or a fraction (0.7)")
     p.add_argument("--scope", default="layer", choices=["layer", "global"])
     p.add_argument("--schedule", default="oneshot", choices=["oneshot", "cubic"])
-    p.add_argument("--epochs", type=int, default=0)
-    p.add_argument("--lr", type=float, default=0.01)
+    # Fine-tuning defaults live in codesign.sparsity.finetune.DEFAULT_FINETUNE (None here
+    # keeps the parser free of torch): 8 epochs, lr 0.01, batch 128, KD T=4 weight 0.7.
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs (default 8; 0: one-shot only)")
+    p.add_argument("--lr", type=float, help="peak SGD learning rate, cosine (default 0.01)")
+    p.add_argument("--batch-size", type=_positive_int, help="default 128")
+    p.add_argument("--temperature", type=float, help="distillation T (default 4; 0: off)")
+    p.add_argument("--distill-weight", type=float, help="KD share of the loss (default 0.7)")
+    # Cubic timing defaults: codesign.sparsity.finetune.CubicTiming.
+    p.add_argument("--prune-start", type=float, help="cubic: first update, fraction of the steps")
+    p.add_argument("--prune-end", type=float, help="cubic: last update, fraction of the steps")
+    p.add_argument("--prune-updates", type=_positive_int, help="cubic: mask updates per epoch")
     p.add_argument("--strict", action="store_true", help="error on layers N:M cannot divide")
     _quant_args(p, required=False)
 
@@ -279,54 +289,89 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     return _finish(args.out, result)
 
 
+def _prune_train_spec(args: argparse.Namespace) -> Any:
+    """DEFAULT_FINETUNE with the options given on the command line."""
+    from codesign.sparsity import DEFAULT_FINETUNE
+
+    given = {
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "distill_temperature": args.temperature,
+        "distill_weight": args.distill_weight,
+    }
+    changes = {key: value for key, value in given.items() if value is not None}
+    return dataclasses.replace(DEFAULT_FINETUNE, seed=args.seed, **changes)
+
+
 def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
     import copy
 
-    from codesign.config import SparsitySpec, TrainSpec
+    from codesign.config import SparsitySpec
     from codesign.data import load_dataset
     from codesign.pipeline import load_model, model_kwargs_for, run_ptq, save_model, top1
-    from codesign.sparsity import finetune_pruned, prune_, sparsity_report
+    from codesign.sparsity import CubicTiming, finetune_pruned, prune_, sparsity_report
 
     spec = SparsitySpec(
         sparsity=args.sparsity, scope=args.scope, schedule=args.schedule, strict=args.strict
     )
     if (args.weight_bits is None) != (args.act_bits is None):
         raise ConfigError("give both --weight-bits and --act-bits to quantize after pruning")
+    train_spec = _prune_train_spec(args)
+    if args.schedule == "cubic" and train_spec.epochs == 0:
+        raise ConfigError("--schedule cubic prunes during fine-tuning: give --epochs >= 1")
+    given = {
+        "start_fraction": args.prune_start,
+        "end_fraction": args.prune_end,
+        "updates_per_epoch": args.prune_updates,
+    }
+    timing = CubicTiming(**{key: value for key, value in given.items() if value is not None})
     float_model, name, recipe = load_model(args.checkpoint, args.model)
     dataset = load_dataset(args.data, args.download)
     model = copy.deepcopy(float_model)
-    started = time.perf_counter()
-    if args.epochs > 0:
-        train_spec = TrainSpec(
-            epochs=args.epochs,
-            lr=args.lr,
-            seed=args.seed,
-            distill_temperature=4.0,
-            distill_weight=0.7,
-        )
-        finetune_pruned(
-            model, spec, dataset, train_spec, teacher=float_model, progress=not args.quiet
-        )
-    else:
-        prune_(model, spec)
-    train_seconds = time.perf_counter() - started
-    report = sparsity_report(model)
+    prune_(model, spec)  # one-shot at the final level, evaluated before any fine-tuning
     result: dict[str, Any] = {
+        "spec": spec.to_dict(),
         "fp32_top1": top1(float_model, dataset),
-        "pruned_top1": top1(model, dataset),
-        "sparsity": report["sparsity"],
-        "pruned_sparsity": report["pruned_sparsity"],
-        "layers": [
-            {
-                "name": row["name"],
-                "sparsity": row["sparsity"],
-                "pattern": row["pattern"],
-                "nm_compliant": row["nm_compliant"],
-            }
-            for row in report["layers"]
-        ],
-        "train_seconds": train_seconds,
+        "oneshot_top1": top1(model, dataset),
     }
+    train_seconds = train_cpu_seconds = 0.0
+    if train_spec.epochs > 0:
+        cpu_started = time.process_time()  # all threads: wall time hides contention
+        history = finetune_pruned(
+            model,
+            spec,
+            dataset,
+            train_spec,
+            teacher=float_model,
+            timing=timing,
+            progress=not args.quiet,
+        )
+        train_seconds = history["train_seconds"]
+        train_cpu_seconds = time.process_time() - cpu_started
+        result["train"] = train_spec.to_dict()
+        if args.schedule == "cubic":
+            result["cubic"] = dataclasses.asdict(timing)
+    report = sparsity_report(model)
+    result.update(
+        {
+            "pruned_top1": top1(model, dataset),
+            "sparsity": report["sparsity"],
+            "pruned_sparsity": report["pruned_sparsity"],
+            "nm_compliant": all(row["nm_compliant"] is not False for row in report["layers"]),
+            "layers": [
+                {
+                    "name": row["name"],
+                    "sparsity": row["sparsity"],
+                    "pattern": row["pattern"],
+                    "nm_compliant": row["nm_compliant"],
+                }
+                for row in report["layers"]
+            ],
+            "train_seconds": train_seconds,
+            "train_cpu_seconds": train_cpu_seconds,
+        }
+    )
     new_recipe = {**recipe, "sparsity": spec.to_dict()}
     if args.weight_bits is not None:
         quant_spec = _quant_spec(args)

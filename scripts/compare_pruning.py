@@ -10,10 +10,16 @@ the choice of which weights to remove differs:
   under the cubic schedule it is applied iteratively (its PruningContainer prunes an integer
   number of the still unpruned weights at each update).
 
-Usage (about 9 CPU minutes per fine-tuning run at 8 epochs on 2 cores; 8 runs by default):
+The fine-tuning defaults are `codesign prune`'s (``DEFAULT_FINETUNE``). A run of ours that
+`codesign prune` already made with the same settings can be reused instead of repeated
+(``--ours-from 0.5=DIR``: its ``DIR/result.json``; the spec, fine-tuning and cubic timing must
+match, else it is an error), which halves the cost.
 
-    python scripts/compare_pruning.py --epochs 8 --out compare.json
+Usage (about 9 CPU minutes per fine-tuning run at 8 epochs on 2 idle cores; 2 runs a budget):
+
+    python scripts/compare_pruning.py --out compare.json
     python scripts/compare_pruning.py --budgets 2:4 0.5 --epochs 1     # a quick look
+    python scripts/compare_pruning.py --budgets 0.5 --ours-from 0.5=runs/l50
 """
 
 from __future__ import annotations
@@ -34,7 +40,12 @@ from codesign.config import SparsitySpec, TrainSpec
 from codesign.data import Dataset, evaluate, load_dataset
 from codesign.models import create_model, extract_state_dict, load_state_into
 from codesign.sparsity import prune_, sparsity_report, weight_masks
-from codesign.sparsity.finetune import CubicTiming, finetune_pruned, make_schedule
+from codesign.sparsity.finetune import (
+    DEFAULT_FINETUNE,
+    CubicTiming,
+    finetune_pruned,
+    make_schedule,
+)
 from codesign.train import train
 
 SHARED = Path("/work/shared")
@@ -79,6 +90,30 @@ def run_ours(dense: nn.Module, budget: Budget, data: Dataset, train_spec: TrainS
         "top1": evaluate(model, data.test)["top1"],
         "sparsity": report["pruned_sparsity"],
         "train_seconds": result["train_seconds"],
+    }
+
+
+def load_ours(directory: Path, budget: Budget, train_spec: TrainSpec) -> dict:
+    """Our row from a `codesign prune` run's ``result.json``, checked to match this comparison."""
+    saved = json.loads((directory / "result.json").read_text())
+    wanted = {
+        "spec": budget.spec.to_dict(),
+        "train": train_spec.to_dict(),
+        "cubic": dataclasses.asdict(CubicTiming()) if budget.spec.schedule == "cubic" else None,
+    }
+    for key, value in wanted.items():
+        if saved.get(key) != value:
+            raise SystemExit(
+                f"{directory}/result.json has {key}={saved.get(key)}, this comparison needs "
+                f"{value}: re-run `codesign prune` with the same settings or drop --ours-from"
+            )
+    return {
+        "layers": [row["name"] for row in saved["layers"] if row["pattern"] != "dense"],
+        "one_shot_top1": saved["oneshot_top1"],
+        "top1": saved["pruned_top1"],
+        "sparsity": saved["pruned_sparsity"],
+        "train_seconds": saved["train_seconds"],
+        "from": str(directory),
     }
 
 
@@ -143,21 +178,45 @@ def main() -> None:
         "--checkpoint", type=Path, default=SHARED / "checkpoints/resnet20-cifar10-idelbayev.th"
     )
     parser.add_argument("--data", default=f"imagefolder:{SHARED / 'data/cifar10-subset'}")
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--temperature", type=float, default=4.0, help="distillation T (0: off)")
+    ft = DEFAULT_FINETUNE
+    parser.add_argument("--epochs", type=int, default=ft.epochs)
+    parser.add_argument("--lr", type=float, default=ft.lr)
+    parser.add_argument(
+        "--temperature", type=float, default=ft.distill_temperature, help="distillation T (0: off)"
+    )
+    parser.add_argument("--distill-weight", type=float, default=ft.distill_weight)
+    parser.add_argument(
+        "--ours-from",
+        nargs="*",
+        default=[],
+        metavar="BUDGET=DIR",
+        help="reuse `codesign prune --out DIR` runs for our side of these budgets",
+    )
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()
+    reuse = dict(item.split("=", 1) for item in args.ours_from)
+    unknown = set(reuse) - set(args.budgets)
+    if unknown:
+        parser.error(f"--ours-from names budgets not compared: {sorted(unknown)}")
 
     data = load_dataset(args.data)
     dense = load_dense(args.checkpoint)
     fp32 = evaluate(dense, data.test)["top1"]
-    train_spec = TrainSpec(epochs=args.epochs, lr=args.lr, distill_temperature=args.temperature)
+    train_spec = dataclasses.replace(
+        ft,
+        epochs=args.epochs,
+        lr=args.lr,
+        distill_temperature=args.temperature,
+        distill_weight=args.distill_weight,
+    )
     rows = []
     started = time.perf_counter()
     for key in args.budgets:
         budget = BUDGETS[key]
-        ours = run_ours(dense, budget, data, train_spec)
+        if key in reuse:
+            ours = load_ours(Path(reuse[key]), budget, train_spec)
+        else:
+            ours = run_ours(dense, budget, data, train_spec)
         theirs = run_torch(dense, budget, ours.pop("layers"), data, train_spec)
         rows.append({"budget": budget.label, "ours": ours, "torch": theirs})
         print(
@@ -168,17 +227,21 @@ def main() -> None:
 
     print(
         f"\nResNet-20, fp32 {fp32:.2f} %; fine-tuning: {args.epochs} epochs, lr {args.lr}, "
-        f"distillation T={args.temperature}; top-1 on {args.data} test split\n"
+        f"distillation T={args.temperature} weight {args.distill_weight}; top-1 on "
+        f"{args.data} test split\n"
     )
     print(
-        "| budget | sparsity ours / torch | one-shot ours / torch | fine-tuned ours | fine-tuned torch |"
+        "| budget | sparsity ours / torch | one-shot ours / torch | fine-tuned ours | "
+        "fine-tuned torch | ours >= torch | train s ours / torch |"
     )
-    print("| --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         o, t = row["ours"], row["torch"]
         print(
             f"| {row['budget']} | {o['sparsity']:.3f} / {t['sparsity']:.3f} | "
-            f"{o['one_shot_top1']:.2f} / {t['one_shot_top1']:.2f} | {o['top1']:.2f} | {t['top1']:.2f} |"
+            f"{o['one_shot_top1']:.2f} / {t['one_shot_top1']:.2f} | {o['top1']:.2f} | "
+            f"{t['top1']:.2f} | {'yes' if o['top1'] >= t['top1'] else 'NO'} | "
+            f"{o['train_seconds']:.0f} / {t['train_seconds']:.0f} |"
         )
     if args.out:
         args.out.write_text(

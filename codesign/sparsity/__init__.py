@@ -1,5 +1,11 @@
 """Pruning: magnitude and N:M masks, schedules, ``prune_`` via parametrizations, reports."""
 
+from codesign.sparsity.finetune import (
+    DEFAULT_FINETUNE,
+    CubicTiming,
+    finetune_pruned,
+    make_schedule,
+)
 from codesign.sparsity.masks import (
     NMPattern,
     Unstructured,
@@ -26,7 +32,9 @@ from codesign.sparsity.report import masked_weights_from_state_dict, sparsity_re
 from codesign.sparsity.schedules import CubicSchedule, OneShotSchedule, SparsitySchedule
 
 __all__ = [
+    "DEFAULT_FINETUNE",
     "CubicSchedule",
+    "CubicTiming",
     "NMPattern",
     "OneShotSchedule",
     "SparsitySchedule",
@@ -35,9 +43,11 @@ __all__ = [
     "WeightMask",
     "check_level",
     "check_nm",
+    "finetune_pruned",
     "global_magnitude_masks",
     "kept_magnitude",
     "magnitude_mask",
+    "make_schedule",
     "masked_weights_from_state_dict",
     "nm_compliant",
     "nm_mask",

@@ -23,10 +23,16 @@ from torch import nn
 from codesign.config import SparsitySpec, TrainSpec
 from codesign.data import Dataset
 from codesign.errors import SparsityError
-from codesign.sparsity.masks import NMPattern, parse_pattern
+from codesign.sparsity.masks import NMPattern, check_level, parse_pattern
 from codesign.sparsity.prune import prune_, update_masks_, weight_masks
 from codesign.sparsity.schedules import CubicSchedule, OneShotSchedule, SparsitySchedule
 from codesign.train import train
+
+# The fine-tuning `codesign prune` and scripts/compare_pruning.py use unless told otherwise:
+# SGD (momentum 0.9, Nesterov, wd 5e-4), lr 0.01 cosine, batch 128, distillation from the
+# dense model at T=4 with weight 0.7 (DESIGN.md "Training with little data"). The epochs
+# are the measured trade-off on ResNet-20 / cifar10-subset; see README ("Pruning figures").
+DEFAULT_FINETUNE = TrainSpec(epochs=8, lr=0.01, distill_temperature=4.0, distill_weight=0.7)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +47,18 @@ class CubicTiming:
     start_fraction: float = 0.0
     end_fraction: float = 0.6
     updates_per_epoch: int = 10
+
+    def __post_init__(self) -> None:
+        check_level(self.initial_sparsity)
+        if not 0.0 <= self.start_fraction < self.end_fraction <= 1.0:
+            raise SparsityError(
+                "cubic timing needs 0 <= start < end <= 1 (fractions of the fine-tuning steps), "
+                f"got start={self.start_fraction}, end={self.end_fraction}"
+            )
+        if self.updates_per_epoch < 1:
+            raise SparsityError(
+                f"cubic timing needs >= 1 mask update per epoch, got {self.updates_per_epoch}"
+            )
 
 
 def make_schedule(

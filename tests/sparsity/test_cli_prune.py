@@ -1,0 +1,105 @@
+"""`codesign prune` end to end on the embedded digits ResNet-8, and its error paths."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from codesign.cli import DEMO_CHECKPOINT, main
+
+SCRIPT = Path(__file__).parents[2] / "scripts" / "check_nm_checkpoint.py"
+
+
+def _checker():
+    spec = importlib.util.spec_from_file_location("check_nm_checkpoint", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _prune(out: Path, *extra: str) -> int:
+    return main(
+        ["prune", "--checkpoint", str(DEMO_CHECKPOINT), "--out", str(out), "--quiet", *extra]
+    )
+
+
+def test_prune_2_4_finetune_then_checkpoint_check_and_ptq(tmp_path) -> None:
+    out = tmp_path / "nm"
+    assert _prune(out, "--sparsity", "2:4", "--epochs", "1") == 0
+    result = json.loads((out / "result.json").read_text())
+    assert set(result) >= {
+        "spec",
+        "fp32_top1",
+        "oneshot_top1",
+        "pruned_top1",
+        "sparsity",
+        "pruned_sparsity",
+        "nm_compliant",
+        "layers",
+        "train_seconds",
+        "train",
+    }
+    assert result["nm_compliant"] is True
+    assert result["pruned_sparsity"] == pytest.approx(0.5)
+    assert result["train"]["epochs"] == 1 and result["train_seconds"] > 0
+    checker = _checker()
+    ok, rows = checker.check(out / "model.pt", 2, 4)
+    assert ok and any("ok" in row for row in rows)
+    # PTQ of the pruned checkpoint (re-loaded with its recipe) keeps every group at <= 2.
+    args = ["--weight-bits", "8", "--act-bits", "8", "--out", str(tmp_path / "q")]
+    assert main(["ptq", "--checkpoint", str(out / "model.pt"), *args]) == 0
+    quant = json.loads((tmp_path / "q" / "result.json").read_text())
+    assert quant["fp32_top1"] == pytest.approx(result["pruned_top1"])
+    assert checker.check(tmp_path / "q" / "model.pt", 2, 4)[0]
+
+
+def test_group_nonzeros_reference_layout() -> None:
+    import torch
+
+    weight = torch.zeros(1, 8, 1, 2)
+    weight[0, 0:3, 0, 0] = 1.0  # 3 nonzeros in channels 0..2 at (r, s) = (0, 0)
+    weight[0, 4, 0, 1] = 1.0
+    counts = _checker().group_nonzeros(weight, 4)
+    assert sorted(counts.tolist()) == [0, 0, 1, 3]
+
+
+def test_epochs_zero_is_one_shot(tmp_path) -> None:
+    out = tmp_path / "u"
+    assert _prune(out, "--sparsity", "0.5", "--epochs", "0") == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["oneshot_top1"] == result["pruned_top1"]
+    assert result["train_seconds"] == 0.0 and "train" not in result
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--sparsity", "3:2"], "3:2"),
+        (["--sparsity", "0:4"], "0:4"),
+        (["--sparsity", "1.0"], "1"),
+        (["--sparsity", "0.7", "--schedule", "cubic", "--epochs", "0"], "--epochs"),
+        (["--sparsity", "0.7", "--epochs", "-1"], "epochs >= 0"),
+        (
+            [
+                "--sparsity",
+                "0.7",
+                "--schedule",
+                "cubic",
+                "--prune-start",
+                "0.8",
+                "--prune-end",
+                "0.5",
+            ],
+            "start < end",
+        ),
+    ],
+)
+def test_bad_input_exits_2_one_line_nothing_written(tmp_path, capsys, extra, message) -> None:
+    out = tmp_path / "bad"
+    assert _prune(out, *extra) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert not out.exists() or not any(out.iterdir())
