@@ -131,6 +131,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", required=True, type=Path, help="recipes/hardware/<name>.toml")
     p.add_argument("--energy", type=Path, default=None, help="recipes/energy/<name>.toml")
 
+    p = sub.add_parser("run", help="run every variant of a recipe and write the report")
+    p.add_argument("recipe", type=Path, help="recipes/<name>.toml")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--data", help="replace the recipe's data source (e.g. imagefolder:DIR)")
+    p.add_argument("--force", action="store_true", help="recompute variants already done")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("search", help="hardware-aware per-layer precision/sparsity search")
+    p.add_argument("recipe", type=Path, help="recipes/<name>.toml (its [search] table)")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    goal = p.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--energy-budget-uj", type=float, help="energy per inference budget (uJ)")
+    goal.add_argument("--accuracy-floor", type=float, help="lowest acceptable top-1 (%%)")
+    p.add_argument("--data", help="replace the recipe's data source (e.g. imagefolder:DIR)")
+    p.add_argument("--force", action="store_true", help="recompute cached variants and tables")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
     p = sub.add_parser("demo", help="the main job on the embedded digits data")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--quiet", action="store_true")
@@ -429,6 +446,33 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
+    from codesign.experiment import run_recipe
+    from codesign.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, data_override=args.data)
+    return run_recipe(recipe, args.out, force=args.force, progress=not args.quiet)
+
+
+def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
+    from codesign.experiment import check_out_dir, open_study, run_recipe, run_study
+    from codesign.recipe import load_recipe
+    from codesign.search import run_search
+
+    recipe = load_recipe(args.recipe, data_override=args.data)
+    check_out_dir(args.out)
+    study = open_study(recipe, args.out, progress=not args.quiet)
+    scored = run_study(study, force=args.force)
+    search = run_search(
+        study,
+        scored,
+        energy_budget_uj=args.energy_budget_uj,
+        accuracy_floor=args.accuracy_floor,
+        force=args.force,
+    )
+    return run_recipe(recipe, args.out, progress=not args.quiet, search=search, study=study)
+
+
 COMMANDS = {
     "eval": cmd_eval,
     "ptq": cmd_ptq,
@@ -437,6 +481,8 @@ COMMANDS = {
     "prune": cmd_prune,
     "simulate": cmd_simulate,
     "demo": cmd_demo,
+    "run": cmd_run,
+    "search": cmd_search,
 }
 
 

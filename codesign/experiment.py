@@ -133,7 +133,13 @@ def open_study(recipe: Recipe, out: str | Path, progress: bool = True) -> Study:
     datapaths; every input error surfaces here, before any variant runs."""
     out = Path(out)
     datapaths = load_datapaths(recipe.hardware.archs, recipe.hardware.energy)
-    dataset = load_dataset(recipe.data.source, recipe.data.download)
+    dataset = load_dataset(
+        recipe.data.source,
+        recipe.data.download,
+        image_size=recipe.data.image_size or None,
+        max_train=recipe.data.max_train_samples or None,
+        max_test=recipe.data.max_test_samples or None,
+    )
     if recipe.data.eval_samples:
         dataset = dataclasses.replace(dataset, test=dataset.test.take(recipe.data.eval_samples))
     if recipe.model.checkpoint is not None:

@@ -37,6 +37,7 @@ from typing import Any
 
 from codesign.config import QuantSpec, SparsitySpec, TrainSpec, from_dict, load_toml, to_dict
 from codesign.errors import ConfigError
+from codesign.sparsity.finetune import DEFAULT_FINETUNE
 
 SCHEMA_VERSION = 1
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -54,10 +55,7 @@ QAT_DEFAULTS: dict[str, Any] = {
     "distill_weight": 0.9,
 }
 FINETUNE_DEFAULTS: dict[str, Any] = {
-    "epochs": 0,
-    "lr": 0.01,
-    "distill_temperature": 4.0,
-    "distill_weight": 0.7,
+    k: v for k, v in to_dict(DEFAULT_FINETUNE).items() if k != "seed"
 }
 TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 30, "lr": 0.1}
 
@@ -80,7 +78,9 @@ class DataSpec:
 
     ``calib_samples`` training images calibrate PTQ; ``capture_samples`` test images are run
     through the hooked model for the hardware model; ``eval_samples`` caps the test images
-    scored (0: all).
+    scored (0: all). ``image_size`` resizes and centre-crops ImageFolder images (ImageNet);
+    ``max_train_samples`` / ``max_test_samples`` load only that many images, spread over the
+    classes (0: all).
     """
 
     source: str = "digits"
@@ -88,6 +88,9 @@ class DataSpec:
     calib_samples: int = 512
     capture_samples: int = 32
     eval_samples: int = 0
+    image_size: int = 0
+    max_train_samples: int = 0
+    max_test_samples: int = 0
 
     def __post_init__(self) -> None:
         if self.calib_samples < 1 or self.capture_samples < 1 or self.eval_samples < 0:
@@ -201,8 +204,10 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe as plain JSON-able data (every default filled in)."""
-        data = to_dict(self)
+        data = {k: v for k, v in to_dict(self).items() if v is not None}
         data["variants"] = [v.to_dict() for v in self.variants]
+        if self.search is not None and self.search.finetune is None:
+            data["search"].pop("finetune")
         return data
 
 

@@ -96,13 +96,22 @@ def load_digits_dataset() -> Dataset:
     return Dataset("digits", split(x_train, y_train), split(x_test, y_test), 10, False, 1)
 
 
-def _decode_files(paths: list[str]) -> torch.Tensor:
+def _decode_files(paths: list[str], image_size: int | None = None) -> torch.Tensor:
+    """uint8 [N, 3, H, W]; with ``image_size`` every image is resized (shorter side to
+    image_size * 256 / 224) and centre-cropped to image_size, the usual ImageNet evaluation."""
     from PIL import Image, UnidentifiedImageError
+
+    resize = None
+    if image_size is not None:
+        from torchvision.transforms import CenterCrop, Compose, Resize
+
+        resize = Compose([Resize(round(image_size * 256 / 224)), CenterCrop(image_size)])
 
     def decode(path: str) -> np.ndarray:
         try:
             with Image.open(path) as image:
-                return np.asarray(image.convert("RGB"), dtype=np.uint8)
+                rgb = image.convert("RGB")
+                return np.asarray(resize(rgb) if resize else rgb, dtype=np.uint8)
         except (OSError, UnidentifiedImageError) as exc:
             raise DataError(f"cannot decode image {path}: {exc}") from None
 
@@ -110,12 +119,26 @@ def _decode_files(paths: list[str]) -> torch.Tensor:
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise DataError(
-            f"images have different sizes {sorted(shapes)[:3]}; resize them to one size first"
+            f"images have different sizes {sorted(shapes)[:3]}; resize them to one size first "
+            "(a recipe's data.image_size does it on load)"
         )
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def _imagefolder_split(root: Path, classes: list[str] | None) -> tuple[Split, list[str]]:
+def _spread(count: int, limit: int | None) -> list[int]:
+    """At most ``limit`` indices spread evenly over ``range(count)`` (every class of a sorted
+    ImageFolder keeps its share)."""
+    if limit is None or limit >= count:
+        return list(range(count))
+    return np.linspace(0, count - 1, num=limit).round().astype(int).tolist()
+
+
+def _imagefolder_split(
+    root: Path,
+    classes: list[str] | None,
+    image_size: int | None = None,
+    limit: int | None = None,
+) -> tuple[Split, list[str]]:
     from torchvision.datasets import ImageFolder
 
     try:
@@ -127,13 +150,22 @@ def _imagefolder_split(root: Path, classes: list[str] | None) -> tuple[Split, li
             f"{root} has classes {folder.classes[:5]}... but the training split has "
             f"{classes[:5]}...; both splits need the same class folders"
         )
-    paths = [path for path, _ in folder.samples]
-    labels = torch.tensor([label for _, label in folder.samples], dtype=torch.long)
-    images = _normalise(_decode_files(paths), CIFAR_MEAN, CIFAR_STD)
+    samples = [folder.samples[i] for i in _spread(len(folder.samples), limit)]
+    paths = [path for path, _ in samples]
+    labels = torch.tensor([label for _, label in samples], dtype=torch.long)
+    images = _normalise(_decode_files(paths, image_size), CIFAR_MEAN, CIFAR_STD)
     return Split(images, labels), folder.classes
 
 
-def load_imagefolder_dataset(root: str | Path) -> Dataset:
+def load_imagefolder_dataset(
+    root: str | Path,
+    image_size: int | None = None,
+    max_train: int | None = None,
+    max_test: int | None = None,
+) -> Dataset:
+    """``DIR/train`` and ``DIR/test`` (or ``DIR/val``); ``image_size`` resizes and centre-crops
+    (needed for ImageNet, whose images differ in size); ``max_train``/``max_test`` keep that
+    many images spread over the classes (a whole ImageNet split does not fit in memory)."""
     base = Path(root)
     if not base.is_dir():
         raise DataError(f"data directory not found: {base} (imagefolder:DIR needs DIR/train)")
@@ -143,8 +175,8 @@ def load_imagefolder_dataset(root: str | Path) -> Dataset:
         raise DataError(
             f"{base} must contain train/ and test/ (or val/) sub-folders in ImageFolder layout"
         )
-    train, classes = _imagefolder_split(train_dir, None)
-    test, _ = _imagefolder_split(test_dir, classes)
+    train, classes = _imagefolder_split(train_dir, None, image_size, max_train)
+    test, _ = _imagefolder_split(test_dir, classes, image_size, max_test)
     return Dataset(f"imagefolder:{base}", train, test, len(classes), True, 4)
 
 
@@ -193,19 +225,34 @@ def load_npz_dataset(path: str | Path) -> Dataset:
 DATA_KINDS = ("digits", "cifar10:DIR", "imagefolder:DIR", "npz:FILE")
 
 
-def load_dataset(spec: str, download: bool = False) -> Dataset:
-    """Load a data spec (see the module docstring); checks every split is non-empty and finite."""
+def load_dataset(
+    spec: str,
+    download: bool = False,
+    *,
+    image_size: int | None = None,
+    max_train: int | None = None,
+    max_test: int | None = None,
+) -> Dataset:
+    """Load a data spec (see the module docstring); checks every split is non-empty and finite.
+
+    ``image_size``, ``max_train`` and ``max_test`` apply to ``imagefolder:DIR`` (see
+    :func:`load_imagefolder_dataset`); other kinds take ``max_*`` as a plain prefix cap.
+    """
     kind, _, location = spec.partition(":")
     if kind == "digits" and not location:
         dataset = load_digits_dataset()
     elif kind == "cifar10" and location:
         dataset = load_cifar10_dataset(location, download)
     elif kind == "imagefolder" and location:
-        dataset = load_imagefolder_dataset(location)
+        dataset = load_imagefolder_dataset(location, image_size, max_train, max_test)
     elif kind == "npz" and location:
         dataset = load_npz_dataset(location)
     else:
         raise DataError(f"unknown data spec {spec!r}: use one of {', '.join(DATA_KINDS)}")
+    if kind != "imagefolder":
+        dataset = dataclasses.replace(
+            dataset, train=dataset.train.take(max_train), test=dataset.test.take(max_test)
+        )
     _checked(dataset.train, f"{spec} train split")
     _checked(dataset.test, f"{spec} test split")
     return dataset

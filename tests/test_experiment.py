@@ -1,0 +1,185 @@
+"""`codesign run` on the embedded digits data: caching, resume after a kill, agreement with
+the standalone commands, and the co-design search's pieces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import codesign.experiment as experiment
+from codesign.cli import main
+from codesign.recipe import SearchSpec, load_recipe
+from codesign.search import Option, configuration_variant, options_of, solve_front
+
+RECIPE = """schema_version = 1
+name = "resume-test"
+seed = 0
+[model]
+checkpoint = "bundled:resnet8-digits"
+[data]
+source = "digits"
+calib_samples = 256
+capture_samples = 16
+[hardware]
+archs = ["systolic-16x16-ws", "scnn"]
+[[variants]]
+name = "fp32"
+[[variants]]
+name = "ptq-w8a8"
+quant = { weight_bits = 8, act_bits = 8 }
+[[variants]]
+name = "ptq-w4a8"
+quant = { weight_bits = 4, act_bits = 8, keep_8bit = ["first", "last"], method = "minmax" }
+[[variants]]
+name = "2:4+w8a8"
+sparsity = { sparsity = "2:4" }
+quant = { weight_bits = 8, act_bits = 8 }
+"""
+
+
+@pytest.fixture(scope="module")
+def recipe_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("recipe") / "resume.toml"
+    path.write_text(RECIPE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(recipe_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("whole")
+    assert main(["run", str(recipe_path), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_run_writes_the_report(uninterrupted: Path) -> None:
+    for name in ("results.json", "results.csv", "pareto.png", "report.html", "recipe.json"):
+        assert (uninterrupted / name).is_file(), name
+    results = json.loads((uninterrupted / "results.json").read_text())
+    assert len(results["points"]) == 8  # 4 variants x 2 datapaths
+    by_name = {v["variant"]: v for v in results["variants"]}
+    assert by_name["fp32"]["top1"] == pytest.approx(98.89, abs=0.01)  # the bundled checkpoint
+    sparse = by_name["2:4+w8a8"]
+    assert all(
+        row["pattern"] == "2:4"
+        for row in sparse["layers"]
+        if row["name"] not in ("conv1", "linear")
+    )
+    scnn = {p["variant"]: p for p in results["points"] if p["datapath"] == "scnn"}
+    # SCNN skips the zeros 2:4 pruning made: less energy than the dense W8A8 model.
+    assert scnn["2:4+w8a8"]["energy_uj"] < scnn["ptq-w8a8"]["energy_uj"]
+    assert scnn["2:4+w8a8"]["weight_density"] < 0.6
+
+
+def test_a_killed_run_resumes_without_recomputing(
+    recipe_path: Path, uninterrupted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_build = experiment.build_variant
+    built: list[str] = []
+
+    def killed_in_third(study, variant):
+        if len(built) == 2:
+            raise KeyboardInterrupt  # what SIGINT does; SIGKILL leaves the same files behind
+        built.append(variant.name)
+        return real_build(study, variant)
+
+    monkeypatch.setattr(experiment, "build_variant", killed_in_third)
+    assert main(["run", str(recipe_path), "--out", str(tmp_path), "--quiet"]) == 130
+    assert not (tmp_path / "results.json").exists()
+    assert len(list(tmp_path.glob("variants/*/variant.json"))) == 2
+
+    rebuilt: list[str] = []
+
+    def counting(study, variant):
+        rebuilt.append(variant.name)
+        return real_build(study, variant)
+
+    monkeypatch.setattr(experiment, "build_variant", counting)
+    assert main(["run", str(recipe_path), "--out", str(tmp_path), "--quiet"]) == 0
+    assert rebuilt == ["ptq-w4a8", "2:4+w8a8"]  # the first two came from the cache
+    assert (tmp_path / "results.json").read_text() == (uninterrupted / "results.json").read_text()
+
+    rebuilt.clear()
+    assert main(["run", str(recipe_path), "--out", str(tmp_path), "--quiet", "--force"]) == 0
+    assert len(rebuilt) == 4
+
+
+def test_a_variant_matches_the_standalone_command(uninterrupted: Path, tmp_path: Path) -> None:
+    from codesign.cli import DEMO_CHECKPOINT
+
+    args = ["ptq", "--checkpoint", str(DEMO_CHECKPOINT), "--weight-bits", "8", "--act-bits", "8"]
+    assert main([*args, "--calib-samples", "256", "--out", str(tmp_path), "--quiet"]) == 0
+    standalone = json.loads((tmp_path / "result.json").read_text())["quant_top1"]
+    results = json.loads((uninterrupted / "results.json").read_text())
+    variant = next(v for v in results["variants"] if v["variant"] == "ptq-w8a8")
+    assert variant["top1"] == standalone
+
+
+def test_run_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(RECIPE.replace('"scnn"', '"scnn-9000"'))
+    assert main(["run", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "scnn-9000" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_knapsack_front_matches_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    drops = rng.uniform(0, 2, size=(4, 3)).round(2)
+    drops[:, 0] = 0.0
+    energies = rng.uniform(1, 5, size=(4, 3))
+    front = solve_front(drops, energies)
+    import itertools
+
+    combos = list(itertools.product(range(3), repeat=4))
+    for drop, energy, picks in front:
+        assert sum(drops[i, p] for i, p in enumerate(picks)) == pytest.approx(drop, abs=1e-9)
+        assert sum(energies[i, p] for i, p in enumerate(picks)) == pytest.approx(energy)
+        cheapest = min(
+            sum(energies[i, p] for i, p in enumerate(c))
+            for c in combos
+            if sum(drops[i, p] for i, p in enumerate(c)) <= drop + 1e-9
+        )
+        assert energy == pytest.approx(cheapest)
+
+
+def test_configuration_variant_carries_per_layer_choices() -> None:
+    spec = SearchSpec(sparsity=("dense", "2:4"))
+    assert options_of(spec)[0] == Option(8, 8, "dense")
+    variant = configuration_variant(
+        "x", ["a", "b"], [Option(4, 8, "2:4"), Option(8, 4, "dense")], spec
+    )
+    assert variant.quant is not None and variant.sparsity is not None
+    assert [(o.pattern, o.weight_bits, o.act_bits) for o in variant.quant.overrides] == [
+        ("a", 4, 8),
+        ("b", 8, 4),
+    ]
+    assert [(o.pattern, o.sparsity) for o in variant.sparsity.overrides] == [
+        ("a", "2:4"),
+        ("b", "dense"),
+    ]
+    dense = configuration_variant("y", ["a"], [Option(4, 4, "dense")], spec)
+    assert dense.sparsity is None and dense.finetune is None
+
+
+def test_search_on_digits_verifies_a_dominating_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "search.toml"
+    path.write_text(
+        RECIPE
+        + '[search]\ndatapath = "scnn"\nsparsity = ["dense", "2:4"]\nact_bits = [8]\n'
+        + "sensitivity_samples = 256\nverify = 3\n"
+    )
+    out = tmp_path / "out"
+    assert (
+        main(["search", str(path), "--accuracy-floor", "98.0", "--out", str(out), "--quiet"]) == 0
+    )
+    results = json.loads((out / "results.json").read_text())
+    search = results["search"]
+    assert search["verified"] and len(search["front"]) >= 2
+    assert any(p["source"] == "search" for p in results["points"])
+    chosen = next(v for v in search["verified"] if v["chosen"])
+    assert chosen["top1"] >= 98.0  # verified by evaluation on the test split
+    load_recipe(path)  # the search table is part of the recipe schema

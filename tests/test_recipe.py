@@ -1,0 +1,112 @@
+"""Recipes: every shipped file loads, round-trips through JSON, and bad keys name their path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from codesign.errors import ConfigError
+from codesign.recipe import (
+    RECIPES_DIR,
+    Recipe,
+    load_recipe,
+    recipe_from_dict,
+    resolve_checkpoint,
+    resolve_named_file,
+    slug,
+)
+
+RECIPES = sorted(RECIPES_DIR.glob("*.toml"))
+
+
+def test_recipes_ship() -> None:
+    names = {path.stem for path in RECIPES}
+    assert {"digits", "resnet20_cifar10"} <= names
+    assert any(name.startswith("train_") for name in names)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_every_recipe_loads_and_round_trips(path: Path) -> None:
+    recipe = load_recipe(path)
+    assert isinstance(recipe, Recipe)
+    again = recipe_from_dict(json.loads(json.dumps(recipe.to_dict())))
+    assert again == recipe
+    for arch in recipe.hardware.archs:
+        assert resolve_named_file(arch, "hardware").is_file()
+
+
+def test_data_override_replaces_the_source() -> None:
+    recipe = load_recipe(RECIPES_DIR / "digits.toml", data_override="npz:x.npz")
+    assert recipe.data.source == "npz:x.npz"
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    return path
+
+
+BASE = """schema_version = 1
+[model]
+checkpoint = "bundled:resnet8-digits"
+"""
+
+
+def test_unknown_key_names_the_toml_path_and_the_valid_keys(tmp_path: Path) -> None:
+    path = _write(tmp_path, BASE + "[[variants]]\nname='a'\nquant = { weight_bit = 4 }\n")
+    with pytest.raises(ConfigError, match=r"r\.toml\.variants\[0\]\.quant\.weight_bit.*act_bits"):
+        load_recipe(path)
+    path = _write(tmp_path, BASE + "[data]\nsorce = 'digits'\n[[variants]]\nname='a'\n")
+    with pytest.raises(ConfigError, match=r"r\.toml\.data\.sorce.*source"):
+        load_recipe(path)
+    path = _write(tmp_path, BASE + "colour = 1\n[[variants]]\nname='a'\n")
+    with pytest.raises(ConfigError, match="colour.*valid keys"):
+        load_recipe(path)
+
+
+def test_schema_version_is_required(tmp_path: Path) -> None:
+    path = _write(tmp_path, BASE.replace("schema_version = 1", "") + "[[variants]]\nname='a'\n")
+    with pytest.raises(ConfigError, match="schema_version"):
+        load_recipe(path)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("[[variants]]\nname='a'\n[[variants]]\nname='a'\n", "unique"),
+        ("[[variants]]\nname='a'\nqat = { epochs = 1 }\n", r"\[qat\] needs a \[quant\]"),
+        ("[[variants]]\nname='a'\nquant = { weight_bits = 9 }\n", "bit width 9"),
+        ("[hardware]\narchs = []\n[[variants]]\nname='a'\n", "at least one datapath"),
+        ("[search]\nweight_bits = [3]\n[[variants]]\nname='a'\n", "4 or 8"),
+    ],
+)
+def test_bad_recipes_are_clear_errors(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(_write(tmp_path, BASE + body))
+
+
+def test_missing_files_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="recipe not found"):
+        load_recipe(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="systolic-32x32-ws"):
+        resolve_named_file("systolic-99", "hardware")
+    with pytest.raises(ConfigError, match="resnet8-digits"):
+        resolve_checkpoint("bundled:nope")
+
+
+def test_qat_and_finetune_tables_default_to_the_cli_settings(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        BASE
+        + "[[variants]]\nname='q'\nquant = { weight_bits = 4, act_bits = 4 }\nqat = { epochs = 1 }\n"
+        + "[[variants]]\nname='p'\nsparsity = { sparsity = '2:4' }\nfinetune = { epochs = 1 }\n",
+    )
+    qat, prune = load_recipe(path).variants
+    assert qat.qat is not None and qat.qat.epochs == 1 and qat.qat.distill_temperature == 4.0
+    assert prune.finetune is not None and prune.finetune.distill_temperature == 4.0
+
+
+def test_slug_is_file_name_safe() -> None:
+    assert slug("2:4 + int8") == "2-4-int8"
