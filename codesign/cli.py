@@ -112,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scope", default="layer", choices=["layer", "global"])
     p.add_argument("--schedule", default="oneshot", choices=["oneshot", "cubic"])
     # Fine-tuning defaults live in codesign.sparsity.finetune.DEFAULT_FINETUNE (None here
-    # keeps the parser free of torch): 8 epochs, lr 0.01, batch 128, KD T=4 weight 0.7.
-    p.add_argument("--epochs", type=int, help="fine-tuning epochs (default 8; 0: one-shot only)")
+    # keeps the parser free of torch): 3 epochs, lr 0.01, batch 128, KD T=4 weight 0.7.
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs (default 3; 0: one-shot only)")
     p.add_argument("--lr", type=float, help="peak SGD learning rate, cosine (default 0.01)")
     p.add_argument("--batch-size", type=_positive_int, help="default 128")
     p.add_argument("--temperature", type=float, help="distillation T (default 4; 0: off)")

@@ -10,12 +10,16 @@ the choice of which weights to remove differs:
   under the cubic schedule it is applied iteratively (its PruningContainer prunes an integer
   number of the still unpruned weights at each update).
 
-The fine-tuning defaults are `codesign prune`'s (``DEFAULT_FINETUNE``). A run of ours that
-`codesign prune` already made with the same settings can be reused instead of repeated
-(``--ours-from 0.5=DIR``: its ``DIR/result.json``; the spec, fine-tuning and cubic timing must
-match, else it is an error), which halves the cost.
+The fine-tuning defaults are `codesign prune`'s (``DEFAULT_FINETUNE``). A `codesign prune`
+run can stand in for our side of a budget (``--ours-from 0.5=DIR``: its ``DIR/result.json``,
+whose spec must be the budget's, else it is an error); the torch side then gets the
+fine-tuning and cubic timing that run recorded, which halves the cost.
 
-Usage (about 9 CPU minutes per fine-tuning run at 8 epochs on 2 idle cores; 2 runs a budget):
+Cost: one fine-tuning run per side and budget (the torch run of 2:4 and of 50 % one-shot is
+shared when their fine-tuning is the same); a 3-epoch run took ~15 min wall on the 2 shared
+cores at load 5-12 (README "Pruning figures").
+
+Usage:
 
     python scripts/compare_pruning.py --out compare.json
     python scripts/compare_pruning.py --budgets 2:4 0.5 --epochs 1     # a quick look
@@ -76,12 +80,20 @@ def load_dense(checkpoint: Path) -> nn.Module:
     return model.eval()
 
 
-def run_ours(dense: nn.Module, budget: Budget, data: Dataset, train_spec: TrainSpec) -> dict:
+def run_ours(
+    dense: nn.Module, budget: Budget, data: Dataset, train_spec: TrainSpec, timing: CubicTiming
+) -> dict:
     model = copy.deepcopy(dense)
     prune_(model, budget.spec)
     one_shot = evaluate(model, data.test)["top1"]
     result = finetune_pruned(
-        model, budget.spec, data, train_spec, teacher=copy.deepcopy(dense), progress=False
+        model,
+        budget.spec,
+        data,
+        train_spec,
+        teacher=copy.deepcopy(dense),
+        timing=timing,
+        progress=False,
     )
     report = sparsity_report(model)
     return {
@@ -93,21 +105,32 @@ def run_ours(dense: nn.Module, budget: Budget, data: Dataset, train_spec: TrainS
     }
 
 
-def load_ours(directory: Path, budget: Budget, train_spec: TrainSpec) -> dict:
-    """Our row from a `codesign prune` run's ``result.json``, checked to match this comparison."""
+def _saved_spec_matches(saved: dict, budget: Budget) -> bool:
+    """Whether a saved `codesign prune` result was made with the budget's spec.
+
+    Results written before ``spec`` was recorded are accepted for N:M budgets only, when every
+    pruned layer carries the budget's pattern (an N:M spec has no scope, and no schedule to ramp).
+    """
+    if "spec" in saved:
+        return saved["spec"] == budget.spec.to_dict()
+    patterns = {row["pattern"] for row in saved["layers"] if row["pattern"] != "dense"}
+    return ":" in budget.spec.sparsity and patterns == {budget.spec.sparsity}
+
+
+def load_ours(directory: Path, budget: Budget) -> tuple[dict, TrainSpec, CubicTiming]:
+    """Our row from a `codesign prune --out DIR` run, with the fine-tuning and cubic timing it
+    used (the torch side then gets exactly those)."""
     saved = json.loads((directory / "result.json").read_text())
-    wanted = {
-        "spec": budget.spec.to_dict(),
-        "train": train_spec.to_dict(),
-        "cubic": dataclasses.asdict(CubicTiming()) if budget.spec.schedule == "cubic" else None,
-    }
-    for key, value in wanted.items():
-        if saved.get(key) != value:
-            raise SystemExit(
-                f"{directory}/result.json has {key}={saved.get(key)}, this comparison needs "
-                f"{value}: re-run `codesign prune` with the same settings or drop --ours-from"
-            )
-    return {
+    if not _saved_spec_matches(saved, budget):
+        raise SystemExit(
+            f"{directory}/result.json was not made with {budget.spec.to_dict()} "
+            f"(it has {saved.get('spec')}): re-run `codesign prune` or drop --ours-from"
+        )
+    if "train" not in saved:
+        raise SystemExit(
+            f"{directory}/result.json has no fine-tuning (--epochs 0): nothing to compare"
+        )
+    row = {
         "layers": [row["name"] for row in saved["layers"] if row["pattern"] != "dense"],
         "one_shot_top1": saved["oneshot_top1"],
         "top1": saved["pruned_top1"],
@@ -115,6 +138,8 @@ def load_ours(directory: Path, budget: Budget, train_spec: TrainSpec) -> dict:
         "train_seconds": saved["train_seconds"],
         "from": str(directory),
     }
+    timing = CubicTiming(**saved["cubic"]) if "cubic" in saved else CubicTiming()
+    return row, TrainSpec.from_dict(saved["train"]), timing
 
 
 def _torch_sparsity(modules: list[nn.Module]) -> float:
@@ -122,8 +147,23 @@ def _torch_sparsity(modules: list[nn.Module]) -> float:
     return zeros / sum(m.weight.numel() for m in modules)
 
 
+def _torch_level_spec(budget: Budget) -> SparsitySpec:
+    """The level and schedule torch prunes to: ours, with N:M as its unstructured equivalent."""
+    if ":" not in budget.spec.sparsity:
+        return dataclasses.replace(budget.spec, scope="global")
+    n, m = (int(v) for v in budget.spec.sparsity.split(":"))
+    return dataclasses.replace(
+        budget.spec, sparsity=str(1 - n / m), scope="global", schedule="oneshot"
+    )
+
+
 def run_torch(
-    dense: nn.Module, budget: Budget, layers: list[str], data: Dataset, train_spec: TrainSpec
+    dense: nn.Module,
+    budget: Budget,
+    layers: list[str],
+    data: Dataset,
+    train_spec: TrainSpec,
+    timing: CubicTiming,
 ) -> dict:
     """Global L1 unstructured over ``layers`` to the budget's sparsity, same schedule/fine-tune."""
     model = copy.deepcopy(dense)
@@ -131,12 +171,8 @@ def run_torch(
     targets = [(m, "weight") for m in modules]
     total = sum(m.weight.numel() for m in modules)
     steps_per_epoch = max(1, math.ceil(len(data.train) / train_spec.batch_size))
-    # The same level and schedule as ours; an N:M budget becomes its unstructured equivalent.
-    level_spec = budget.spec
-    if ":" in budget.spec.sparsity:
-        n, m = (int(v) for v in budget.spec.sparsity.split(":"))
-        level_spec = dataclasses.replace(budget.spec, sparsity=str(1 - n / m), schedule="oneshot")
-    schedule = make_schedule(level_spec, steps_per_epoch, train_spec.epochs, CubicTiming())
+    level_spec = _torch_level_spec(budget)
+    schedule = make_schedule(level_spec, steps_per_epoch, train_spec.epochs, timing)
 
     def prune_to(level: float) -> None:
         already = round(_torch_sparsity(modules) * total)
@@ -210,15 +246,30 @@ def main() -> None:
         distill_weight=args.distill_weight,
     )
     rows = []
+    torch_runs: dict[str, dict] = {}  # identical torch runs (e.g. 2:4 and 50 % one-shot) run once
     started = time.perf_counter()
     for key in args.budgets:
         budget = BUDGETS[key]
+        tuning, timing = train_spec, CubicTiming()
         if key in reuse:
-            ours = load_ours(Path(reuse[key]), budget, train_spec)
+            ours, tuning, timing = load_ours(Path(reuse[key]), budget)
         else:
-            ours = run_ours(dense, budget, data, train_spec)
-        theirs = run_torch(dense, budget, ours.pop("layers"), data, train_spec)
-        rows.append({"budget": budget.label, "ours": ours, "torch": theirs})
+            ours = run_ours(dense, budget, data, tuning, timing)
+        layers = ours.pop("layers")
+        torch_key = json.dumps(
+            [
+                layers,
+                _torch_level_spec(budget).to_dict(),
+                tuning.to_dict(),
+                dataclasses.asdict(timing),
+            ]
+        )
+        if torch_key not in torch_runs:
+            torch_runs[torch_key] = run_torch(dense, budget, layers, data, tuning, timing)
+        theirs = torch_runs[torch_key]
+        rows.append(
+            {"budget": budget.label, "epochs": tuning.epochs, "ours": ours, "torch": theirs}
+        )
         print(
             f"[{time.perf_counter() - started:6.0f} s] {budget.label}: ours {ours['top1']:.2f} "
             f"torch {theirs['top1']:.2f}",
@@ -226,19 +277,19 @@ def main() -> None:
         )
 
     print(
-        f"\nResNet-20, fp32 {fp32:.2f} %; fine-tuning: {args.epochs} epochs, lr {args.lr}, "
-        f"distillation T={args.temperature} weight {args.distill_weight}; top-1 on "
-        f"{args.data} test split\n"
+        f"\nResNet-20, fp32 {fp32:.2f} %; fine-tuning (both sides): lr {args.lr}, distillation "
+        f"T={args.temperature} weight {args.distill_weight} unless reused runs say otherwise; "
+        f"top-1 on {args.data} test split\n"
     )
     print(
-        "| budget | sparsity ours / torch | one-shot ours / torch | fine-tuned ours | "
+        "| budget | epochs | sparsity ours / torch | one-shot ours / torch | fine-tuned ours | "
         "fine-tuned torch | ours >= torch | train s ours / torch |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         o, t = row["ours"], row["torch"]
         print(
-            f"| {row['budget']} | {o['sparsity']:.3f} / {t['sparsity']:.3f} | "
+            f"| {row['budget']} | {row['epochs']} | {o['sparsity']:.3f} / {t['sparsity']:.3f} | "
             f"{o['one_shot_top1']:.2f} / {t['one_shot_top1']:.2f} | {o['top1']:.2f} | "
             f"{t['top1']:.2f} | {'yes' if o['top1'] >= t['top1'] else 'NO'} | "
             f"{o['train_seconds']:.0f} / {t['train_seconds']:.0f} |"
