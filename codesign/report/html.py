@@ -135,6 +135,21 @@ def _search_section(search: Mapping[str, Any] | None) -> str:
                 layers,
             ]
         )
+    front_rows = []
+    for item in search["front"]:
+        counts: dict[str, int] = {}
+        for label in item["choices"]:
+            counts[label] = counts.get(label, 0) + 1
+        front_rows.append(
+            [
+                f"{item['predicted_top1']:.2f}",
+                f"{item['predicted_energy_uj']:.4g}",
+                ", ".join(f"{n} x {label}" for label, n in sorted(counts.items())),
+            ]
+        )
+    front_table = f"<h3>Searched front (predicted, {len(front_rows)} configurations)</h3>" + _table(
+        ["predicted top-1 %", "predicted uJ", "layers per choice"], front_rows
+    )
     return (
         "<h2>Co-design search</h2>"
         f"<p>{_e(search['objective'])}. Per-layer sensitivity measured on "
@@ -154,6 +169,7 @@ def _search_section(search: Mapping[str, Any] | None) -> str:
             ],
             rows,
         )
+        + front_table
     )
 
 
