@@ -39,8 +39,9 @@ convs) and the FC, 7 of its 12 distinct shapes, which add to ResNet-20's what it
 SCALE-Sim walks its demand matrices one cycle at a time in Python (~3k cycles/s on this
 shared 2-core machine: ResNet-20 took 1.1 min, this subset 4.6 min, under load average
 6-10), so the 5 other shapes (the 7x7 stem, M = 12544, and the stride-1 3x3 convs, the same
-kind as ResNet-20's; 2.3 M more cycles) would add ~15 min on 32x32 arrays, and 16x16 arrays
-~3x that; ``--resnet18-all`` runs all 12 shapes.
+kind as ResNet-20's; 2.3 M more cycles) add 14 min on 32x32 arrays (measured, load average
+8-10), and 16x16 arrays would take ~3x that; ``--resnet18-all`` runs all 12 shapes (78 rows,
+all exact as well when last run).
 
 Run: python scripts/validate_systolic.py [--nets resnet20 resnet18] [--resnet18-all] [--fresh]
 """
@@ -234,7 +235,7 @@ def main() -> None:
     parser.add_argument("--venv", default="~/.cache/codesign/scalesim-venv")
     parser.add_argument("--fresh", action="store_true", help="ignore cached SCALE-Sim results")
     parser.add_argument(
-        "--resnet18-all", action="store_true", help="all 12 ResNet-18 shapes (~15 min more)"
+        "--resnet18-all", action="store_true", help="all 12 ResNet-18 shapes (~14 min more)"
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
