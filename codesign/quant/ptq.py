@@ -18,6 +18,7 @@ from torch import nn
 from codesign.config import LayerOverride, QuantSpec, resolve_overrides
 from codesign.data.loops import ForwardLoop
 from codesign.errors import QuantError
+from codesign.quant.adaround import adaround_
 from codesign.quant.fold import fold_batchnorm_
 from codesign.quant.modules import QUANT_LAYERS, QuantConv2d, QuantLinear, to_quant_layer
 
@@ -95,10 +96,25 @@ def set_weight_quant(model: nn.Module, enabled: bool) -> None:
 
 
 def range_method(method: str, bits: int) -> str:
-    """The range estimator for one quantizer: ``auto`` is min-max at 8 bits, MSE below."""
-    if method != "auto":
+    """The range estimator for one quantizer: ``auto`` and ``adaround`` (the same method:
+    ``auto`` names the default) use min-max at 8 bits, MSE below."""
+    if method not in ("auto", "adaround"):
         return method
     return "minmax" if bits >= 8 else "mse"
+
+
+def learned_rounding_layers(
+    model: nn.Module, spec: QuantSpec
+) -> list[tuple[str, QuantConv2d | QuantLinear]]:
+    """Layers whose weight rounding is learned: those below 8 bits under ``adaround``/``auto``.
+
+    At 8 bits nearest rounding is already within noise of the float model, so the layers
+    kept at 8 bits are not worth the calibration time. On ResNet-20 learned rounding raised
+    W4A8 from 91.35 to 91.74 % and W4A4 from 90.36 to 90.95 % (issue 2 notes).
+    """
+    if spec.method not in ("auto", "adaround"):
+        return []
+    return [(name, layer) for name, layer in quant_layers(model) if layer.weight_bits < 8]
 
 
 def calibrate(
@@ -113,7 +129,10 @@ def calibrate(
     1. Activation ranges: observe the inputs of every quantized layer on the float path
        (weights and activations unquantized) and estimate per-tensor scales (spec.method).
     2. Weight scales: per-channel (or per-tensor) min-max / percentile / MSE.
-    3. With ``bias_correction``: empirical bias correction of layers below 8-bit weights.
+    3. ``auto``/``adaround``: learned rounding (AdaRound) of layers below 8-bit weights.
+    4. With ``bias_correction``: empirical bias correction of the other layers below 8-bit
+       weights (AdaRound's objective already includes the output mean; correcting it again
+       measured W4A4 90.27 % instead of 90.95 %).
     ``float_model``: the float reference (same structure before quantize_); needed for
     bias correction. Returns ``{"calib_seconds", ...}``.
     """
@@ -147,16 +166,28 @@ def calibrate(
                 spec.percentile,
             )
     info: dict[str, Any] = {}
-    if spec.bias_correction and float_model is None:
-        raise QuantError("bias correction needs the float model: pass float_model=...")
+    rounding_layers = learned_rounding_layers(model, spec)
+    if (spec.bias_correction or rounding_layers) and float_model is None:
+        raise QuantError(
+            "bias correction and learned rounding need the float model: pass float_model=..."
+        )
+    if rounding_layers:
+        info["adaround"] = adaround_(model, float_model, forward_loop, rounding_layers)
     if spec.bias_correction:
-        info["bias_corrected"] = correct_bias_(model, float_model, forward_loop)
+        info["bias_corrected"] = correct_bias_(
+            model, float_model, forward_loop, skip={name for name, _ in rounding_layers}
+        )
     info["calib_seconds"] = time.perf_counter() - started
     return info
 
 
 @torch.no_grad()
-def correct_bias_(model: nn.Module, float_model: nn.Module, forward_loop: ForwardLoop) -> list[str]:
+def correct_bias_(
+    model: nn.Module,
+    float_model: nn.Module,
+    forward_loop: ForwardLoop,
+    skip: set[str] | frozenset[str] = frozenset(),
+) -> list[str]:
     """Empirical bias correction (Nagel et al. 2019, sec. 4.2) of each layer's own error.
 
     For every layer with weights below 8 bits, the quantized layer and the float layer see the
@@ -169,7 +200,7 @@ def correct_bias_(model: nn.Module, float_model: nn.Module, forward_loop: Forwar
     targets = {
         name: layer
         for name, layer in quant_layers(model)
-        if layer.weight_bits < 8 and layer.bias is not None
+        if layer.weight_bits < 8 and layer.bias is not None and name not in skip
     }
     if not targets:
         return []
