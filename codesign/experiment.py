@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -80,6 +82,7 @@ class Study:
     def key_material(self) -> dict[str, Any]:
         """Everything besides the variant config that a variant's result depends on."""
         return {
+            "code": code_digest(),
             "model": self.model_name,
             "checkpoint_sha256": self.checkpoint_sha256,
             "data": dataclasses.asdict(self.recipe.data),
@@ -87,6 +90,18 @@ class Study:
             "datapaths": {d.name: d.source_sha256 for d in self.datapaths},
             "energy": self.recipe.hardware.energy,
         }
+
+
+@functools.cache
+def code_digest() -> str:
+    """sha256 over the package's Python sources: results cached by another version of the
+    code are recomputed, never mixed into a report."""
+    package = Path(__file__).resolve().parent
+    hasher = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        hasher.update(path.relative_to(package).as_posix().encode())
+        hasher.update(path.read_bytes())
+    return hasher.hexdigest()
 
 
 def load_datapaths(names: Sequence[str], energy_name: str) -> list[Datapath]:

@@ -49,7 +49,7 @@ BUNDLED_PREFIX = "bundled:"
 # [finetune] table leaves a key out, so that a recipe variant reproduces the standalone command.
 QAT_DEFAULTS: dict[str, Any] = {
     "epochs": 8,
-    "lr": 0.002,
+    "lr": 0.0002,
     "weight_decay": 0.0,
     "distill_temperature": 4.0,
     "distill_weight": 0.9,
