@@ -114,7 +114,13 @@ def learned_rounding_layers(
     """
     if spec.method not in ("auto", "adaround"):
         return []
-    return [(name, layer) for name, layer in quant_layers(model) if layer.weight_bits < 8]
+    # Grouped/depthwise convs keep nearest rounding (and bias correction): the Gram-matrix
+    # objective assumes one weight matrix shared by every output channel's input.
+    return [
+        (name, layer)
+        for name, layer in quant_layers(model)
+        if layer.weight_bits < 8 and getattr(layer, "groups", 1) == 1
+    ]
 
 
 def calibrate(
