@@ -129,6 +129,7 @@ def calibrate(
     spec: QuantSpec,
     *,
     float_model: nn.Module | None = None,
+    learned_rounding: bool = True,
 ) -> dict[str, Any]:
     """Set every weight and activation scale of a quantized model from data.
 
@@ -140,7 +141,8 @@ def calibrate(
        weights (AdaRound's objective already includes the output mean; correcting it again
        measured W4A4 90.27 % instead of 90.95 %).
     ``float_model``: the float reference (same structure before quantize_); needed for
-    bias correction. Returns ``{"calib_seconds", ...}``.
+    bias correction. ``learned_rounding=False`` skips step 3 under ``auto`` (QAT does: it
+    re-learns the weights anyway). Returns ``{"calib_seconds", ...}``.
     """
     started = time.perf_counter()
     layers = quant_layers(model)
@@ -172,7 +174,7 @@ def calibrate(
                 spec.percentile,
             )
     info: dict[str, Any] = {}
-    rounding_layers = learned_rounding_layers(model, spec)
+    rounding_layers = learned_rounding_layers(model, spec) if learned_rounding else []
     if (spec.bias_correction or rounding_layers) and float_model is None:
         raise QuantError(
             "bias correction and learned rounding need the float model: pass float_model=..."
