@@ -83,3 +83,21 @@ def test_calibrate_adaround_bakes_grid_weights_and_keeps_8bit_layers():
             assert torch.allclose(ratio, ratio.round(), atol=1e-4), "baked onto the grid"
             codes, _ = layer.integer_weight()
             assert torch.equal(layer.weight, codes.float() * layer.weight_quantizer.scale)
+
+
+def test_auto_learns_rounding_below_8_bits_only_and_can_skip_it():
+    torch.manual_seed(0)
+    float_model = create_model("resnet8", num_classes=10).eval()
+    images = torch.randn(32, 3, 16, 16)
+
+    def loop(model):
+        with torch.no_grad():
+            model(images)
+
+    w8 = QuantSpec(weight_bits=8, act_bits=8)
+    info = calibrate(quantize_(copy.deepcopy(float_model), w8), loop, w8, float_model=float_model)
+    assert "adaround" not in info, "8-bit weights keep nearest rounding"
+    w4 = QuantSpec(weight_bits=4, act_bits=8)
+    model = quantize_(copy.deepcopy(float_model), w4)
+    info = calibrate(model, loop, w4, float_model=float_model, learned_rounding=False)
+    assert "adaround" not in info and info["bias_corrected"], "QAT's start: nearest + bias fix"
