@@ -66,11 +66,20 @@ def pareto_png(points: Sequence[dict[str, Any]], title: str = "") -> bytes:
                 textcoords="offset points",
             )
     energies = [p["energy_uj"] for p in points if p["energy_uj"] > 0]
-    if energies and max(energies) / min(energies) > 20:
+    if energies and max(energies) / min(energies) > 4:
         axes.set_xscale("log")
+    # One collapsed variant (e.g. one-shot pruning) would squash the interesting band; the
+    # band shown spans 6 points below the best, and the title counts what falls under it.
+    accuracies = [p["top1"] for p in points]
+    floor = max(min(accuracies), max(accuracies) - 6.0) - 0.3
+    hidden = sum(a < floor for a in accuracies)
+    axes.set_ylim(floor, max(accuracies) + 0.3)
     axes.set_xlabel("energy per inference (uJ)")
     axes.set_ylabel("top-1 accuracy (%)")
-    axes.set_title(title or "accuracy vs energy (lines: Pareto front per datapath)")
+    axes.set_title(
+        (title or "accuracy vs energy (lines: Pareto front per datapath)")
+        + (f"; {hidden} points below {floor:.1f} % not shown" if hidden else "")
+    )
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8, loc="lower right")
     return _png(figure)
