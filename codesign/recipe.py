@@ -153,7 +153,9 @@ class SearchSpec:
     simulated per-layer energy is minimised. ``sensitivity_samples`` training images measure
     each layer's accuracy drop (the test split is never used to choose). ``verify``: how many
     configurations of the searched front are built and evaluated for real. ``finetune``: fine-
-    tuning of sparse configurations before their verification (none if absent).
+    tuning of sparse configurations before their verification (none if absent). ``qat``:
+    quantization-aware training of every verified configuration after its PTQ, pruning masks
+    kept (none if absent): what the front's one-shot predictions are then checked against.
     """
 
     datapath: str = "scnn"
@@ -164,6 +166,7 @@ class SearchSpec:
     sensitivity_samples: int = 1024
     verify: int = 4
     finetune: TrainSpec | None = None
+    qat: TrainSpec | None = None
 
     def __post_init__(self) -> None:
         for bits in (*self.weight_bits, *self.act_bits):
@@ -206,8 +209,10 @@ class Recipe:
         """The resolved recipe as plain JSON-able data (every default filled in)."""
         data = {k: v for k, v in to_dict(self).items() if v is not None}
         data["variants"] = [v.to_dict() for v in self.variants]
-        if self.search is not None and self.search.finetune is None:
-            data["search"].pop("finetune")
+        if self.search is not None:
+            for table in ("finetune", "qat"):
+                if getattr(self.search, table) is None:
+                    data["search"].pop(table)
         return data
 
 
@@ -248,12 +253,14 @@ def _variant(data: Any, where: str) -> VariantSpec:
 def _search(data: Any, where: str) -> SearchSpec:
     if not isinstance(data, Mapping):
         raise ConfigError(f"[{where}] must be a table, got {type(data).__name__}")
-    plain = {k: v for k, v in data.items() if k != "finetune"}
+    plain = {k: v for k, v in data.items() if k not in ("finetune", "qat")}
     spec = from_dict(SearchSpec, plain, where)
     if "finetune" in data:
         spec = dataclasses.replace(
             spec, finetune=_train_spec(data["finetune"], FINETUNE_DEFAULTS, f"{where}.finetune")
         )
+    if "qat" in data:
+        spec = dataclasses.replace(spec, qat=_train_spec(data["qat"], QAT_DEFAULTS, f"{where}.qat"))
     return spec
 
 

@@ -17,8 +17,9 @@ and simulated per-layer energy, verified by building and evaluating the chosen m
    the searched front. The constraint (``energy_budget_uj`` or ``accuracy_floor``) picks one.
 5. Verification. The picked configuration and others spread along the front become ordinary
    recipe variants (per-layer overrides), built, fine-tuned where ``[search.finetune]`` says,
-   evaluated on the test split and simulated like any variant; the report shows them beside
-   the recipe's uniform variants, with the ones each dominates on the same datapath.
+   quantization-aware trained where ``[search.qat]`` says (masks kept), evaluated on the test
+   split and simulated like any variant; the report shows them beside the recipe's uniform
+   variants, with the ones each dominates on the same datapath.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ def configuration_variant(
         quant=QuantSpec(
             weight_bits=8, act_bits=8, keep_8bit=spec.keep_8bit, overrides=quant_overrides
         ),
+        qat=spec.qat,
     )
 
 

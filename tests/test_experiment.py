@@ -3,6 +3,7 @@ the standalone commands, and the co-design search's pieces."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 import codesign.experiment as experiment
 from codesign.cli import main
+from codesign.config import TrainSpec
 from codesign.recipe import SearchSpec, load_recipe
 from codesign.search import Option, configuration_variant, options_of, solve_front
 
@@ -162,7 +164,9 @@ def test_configuration_variant_carries_per_layer_choices() -> None:
         ("b", "dense"),
     ]
     dense = configuration_variant("y", ["a"], [Option(4, 4, "dense")], spec)
-    assert dense.sparsity is None and dense.finetune is None
+    assert dense.sparsity is None and dense.finetune is None and dense.qat is None
+    trained = dataclasses.replace(spec, qat=TrainSpec(epochs=1))
+    assert configuration_variant("z", ["a"], [Option(4, 4, "dense")], trained).qat == trained.qat
 
 
 def test_search_on_digits_verifies_a_dominating_configuration(tmp_path: Path) -> None:

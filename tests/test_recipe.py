@@ -108,5 +108,18 @@ def test_qat_and_finetune_tables_default_to_the_cli_settings(tmp_path: Path) -> 
     assert prune.finetune is not None and prune.finetune.distill_temperature == 4.0
 
 
+def test_search_qat_table_defaults_to_the_cli_settings_and_round_trips(tmp_path: Path) -> None:
+    variant = "[[variants]]\nname = 'fp32'\n"
+    path = _write(tmp_path, BASE + variant + "[search]\nqat = { epochs = 2 }\n")
+    recipe = load_recipe(path)
+    assert recipe.search is not None and recipe.search.finetune is None
+    assert recipe.search.qat is not None and recipe.search.qat.epochs == 2
+    assert recipe.search.qat.lr == 0.0002 and recipe.search.qat.distill_weight == 0.9
+    assert "finetune" not in recipe.to_dict()["search"]
+    assert recipe_from_dict(recipe.to_dict()) == recipe
+    with pytest.raises(ConfigError, match="search.qat"):
+        load_recipe(_write(tmp_path, BASE + variant + "[search]\nqat = { epoch = 2 }\n"))
+
+
 def test_slug_is_file_name_safe() -> None:
     assert slug("2:4 + int8") == "2-4-int8"
