@@ -92,13 +92,22 @@ class Study:
         }
 
 
+# Sources that never touch a variant's numbers: the search (its tables carry their own key,
+# see search.cached_tables) and the report writers (results.json is rebuilt from the variant
+# files on every run). Leaving them out lets the search be re-run after a change to its choice
+# logic without rebuilding every variant.
+NOT_IN_CODE_DIGEST = ("search.py", "report/")
+
+
 @functools.cache
 def code_digest() -> str:
-    """sha256 over the package's Python sources: results cached by another version of the
-    code are recomputed, never mixed into a report."""
+    """sha256 over the package's Python sources (but ``NOT_IN_CODE_DIGEST``): results cached
+    by another version of the code are recomputed, never mixed into a report."""
     package = Path(__file__).resolve().parent
     hasher = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
+        if path.relative_to(package).as_posix().startswith(NOT_IN_CODE_DIGEST):
+            continue
         hasher.update(path.relative_to(package).as_posix().encode())
         hasher.update(path.read_bytes())
     return hasher.hexdigest()

@@ -11,7 +11,8 @@ and simulated per-layer energy, verified by building and evaluating the chosen m
 3. Sensitivity. For each layer and option, the reference model with only that layer swapped
    for its twin from the option's uniform model is scored on training images the calibration
    did not use (the test split never steers the choice): accuracy drop in points.
-4. Choice. Predicted accuracy = reference accuracy - sum of per-layer drops (clipped at 0),
+4. Choice. Predicted accuracy = reference accuracy - sum of per-layer drops (each change
+   charged at least one sensitivity image, see :func:`charged_drops`),
    predicted energy = sum of per-layer energies. A multiple-choice knapsack solved by dynamic
    programming over the discretised drop gives, for every drop level, the cheapest assignment:
    the searched front. The constraint (``energy_budget_uj`` or ``accuracy_floor``) picks one.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import fnmatch
+import inspect
 import itertools
 import json
 from collections.abc import Sequence
@@ -182,6 +184,24 @@ def solve_front(
     return front
 
 
+def charged_drops(drops: np.ndarray, samples: int) -> np.ndarray:
+    """The per-layer drops (points, [layers, options], reference option first) that the choice
+    charges: every option but the reference costs at least one sensitivity image, 100 /
+    ``samples`` points.
+
+    A drop measured as 0 (or below) on ``samples`` images only says the real drop is under one
+    image. Charging nothing for it let the search change every such layer at once: on the
+    shared ResNet-20, whose checkpoint has seen the training images (99.8 % top-1 there), six
+    layers pruned 50 % "for free" lost 0.5 points on the test split after fine-tuning and QAT.
+
+    >>> charged_drops(np.array([[0.0, -0.1, 0.3]]), samples=1000).tolist()
+    [[0.0, 0.1, 0.3]]
+    """
+    charged = np.maximum(drops, 100.0 / samples)
+    charged[:, 0] = 0.0
+    return charged
+
+
 def _swap_layer(reference: nn.Module, donor: nn.Module, name: str) -> nn.Module:
     model = copy.deepcopy(reference)
     model.set_submodule(name, copy.deepcopy(donor.get_submodule(name)))
@@ -258,7 +278,22 @@ def cached_tables(
 ) -> dict[str, Any]:
     """:func:`measure_tables`, stored in OUT/search/tables-<key>.json (atomically), so a
     re-run with other constraints reuses the measurements."""
-    key = digest({"search": dataclasses.asdict(spec), **study.key_material()})[:12]
+    measuring_code = "".join(
+        inspect.getsource(f)
+        for f in (
+            options_of,
+            option_variant,
+            searchable_layers,
+            sensitivity_split,
+            measure_tables,
+            _swap_layer,
+            accuracies,
+        )
+    )
+    key = digest(
+        {"search": dataclasses.asdict(spec), "measuring_code": measuring_code}
+        | study.key_material()
+    )[:12]
     path = study.out / "search" / f"tables-{key}.json"
     if path.is_file() and not force:
         data = json.loads(path.read_text())
@@ -321,7 +356,8 @@ def run_search(
     options = options_of(spec)
     layer_names = searchable_layers(study.float_model, spec)
     tables = cached_tables(study, spec, options, layer_names, force)
-    front = solve_front(tables["drops"], tables["energy_uj"])
+    drops = charged_drops(tables["drops"], spec.sensitivity_samples)
+    front = solve_front(drops, tables["energy_uj"])
     # Drops are measured on training images; predictions start from the reference
     # assignment's test accuracy (the reference is fixed before the search, so reading its
     # test score steers nothing).
