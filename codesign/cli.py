@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="prune (2:4 or a fraction), fine-tune, optionally quantize")
     _common(p)
     p.add_argument("--sparsity", required=True, help="N:M pattern (2:4) or a fraction (0.7)")
-    p.add_argument("--scope", default="layer", choices=["layer", "global"])
+    p.add_argument("--scope", default="layer", choices=["layer", "global", "lamp"])
     p.add_argument("--schedule", default="oneshot", choices=["oneshot", "cubic"])
     # Fine-tuning defaults live in codesign.sparsity.finetune.DEFAULT_FINETUNE (None here
     # keeps the parser free of torch): 3 epochs, lr 0.01, batch 128, KD T=4 weight 0.7.

@@ -129,7 +129,8 @@ class SparsitySpec:
     """How to prune a model.
 
     ``sparsity`` is either an N:M pattern ("2:4") or a fraction of weights to remove ("0.7").
-    ``scope`` is "layer" (every layer at the level) or "global" (one magnitude threshold).
+    ``scope`` is "layer" (every layer at the level), "global" (one magnitude threshold) or
+    "lamp" (one threshold on LAMP scores, Lee et al. 2021: magnitudes normalised per layer).
     ``schedule`` is "oneshot" or "cubic" (Zhu & Gupta 2017, over the fine-tuning steps).
     """
 
@@ -141,8 +142,10 @@ class SparsitySpec:
     overrides: tuple[LayerOverride, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.scope not in ("layer", "global"):
-            raise ConfigError(f"unknown pruning scope {self.scope!r}: use 'layer' or 'global'")
+        if self.scope not in ("layer", "global", "lamp"):
+            raise ConfigError(
+                f"unknown pruning scope {self.scope!r}: use 'layer', 'global' or 'lamp'"
+            )
         if self.schedule not in ("oneshot", "cubic"):
             raise ConfigError(f"unknown schedule {self.schedule!r}: use 'oneshot' or 'cubic'")
 

@@ -5,7 +5,7 @@ conv but the first; the classifier stays dense) to the same sparsity, on the sam
 get the same fine-tuning (``codesign.train.train``, distillation from the dense model). Only
 the choice of which weights to remove differs:
 
-- ours: the spec (2:4, layer-wise or global magnitude), via ``codesign.sparsity``;
+- ours: the spec (2:4, layer-wise, global or LAMP magnitude), via ``codesign.sparsity``;
 - torch: ``torch.nn.utils.prune.global_unstructured(..., L1Unstructured)`` over those layers;
   under the cubic schedule it is applied iteratively (its PruningContainer prunes an integer
   number of the still unpruned weights at each update).
@@ -69,6 +69,9 @@ BUDGETS = {
     # Like-for-like rows: our global scope is the same criterion as torch's global L1.
     "0.5g": Budget("50 % global one-shot", SparsitySpec("0.5", scope="global")),
     "0.7g": Budget("70 % global cubic", SparsitySpec("0.7", scope="global", schedule="cubic")),
+    # LAMP (Lee et al. 2021): one threshold on per-layer normalised magnitudes.
+    "0.7lamp": Budget("70 % LAMP cubic", SparsitySpec("0.7", scope="lamp", schedule="cubic")),
+    "0.9lamp": Budget("90 % LAMP cubic", SparsitySpec("0.9", scope="lamp", schedule="cubic")),
 }
 DEFAULT_BUDGETS = ["2:4", "0.5", "0.7", "0.9"]  # the acceptance budgets
 

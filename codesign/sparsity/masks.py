@@ -1,4 +1,4 @@
-"""Pruning masks as pure tensor functions: magnitude (layer-wise, global) and N:M.
+"""Pruning masks as pure tensor functions: magnitude (layer-wise, global, LAMP) and N:M.
 
 A mask is a bool tensor shaped like the weight: True keeps a weight, False removes it.
 Nothing here touches modules; ``prune.py`` attaches these masks as parametrizations.
@@ -148,6 +148,41 @@ def global_magnitude_masks(weights: Sequence[torch.Tensor], sparsity: float) -> 
         keep[order[:removed]] = False
     sizes = [w.numel() for w in weights]
     return [part.view(w.shape) for part, w in zip(torch.split(keep, sizes), weights, strict=True)]
+
+
+def lamp_scores(weight: torch.Tensor) -> torch.Tensor:
+    """LAMP scores (Lee et al., ICLR 2021) of one layer's weights, same shape as ``weight``.
+
+    With the layer's weights sorted by ascending magnitude, weight u scores
+    w_u^2 / sum_{v >= u} w_v^2: its share of the squared magnitude still present at and above
+    it. The largest weight of every layer scores 1, so one global threshold on these scores
+    never empties a layer and sets each layer's level from its own magnitude distribution,
+    where a raw global threshold strips the layers with small weights. Zero (already pruned)
+    weights score 0.
+
+    >>> [round(x, 4) for x in lamp_scores(torch.tensor([2.0, -1.0, 0.0])).tolist()]
+    [1.0, 0.2, 0.0]
+    """
+    squared = weight.detach().float().flatten().square()
+    order = torch.argsort(squared, stable=True)
+    ascending = squared[order]
+    # Suffix sums: each weight's own square plus all larger ones.
+    at_and_above = ascending.flip(0).cumsum(0).flip(0)
+    scores = torch.where(at_and_above > 0, ascending / at_and_above, torch.zeros_like(ascending))
+    return torch.empty_like(scores).scatter_(0, order, scores).view(weight.shape)
+
+
+def lamp_masks(weights: Sequence[torch.Tensor], sparsity: float) -> list[torch.Tensor]:
+    """LAMP pruning: remove the ``round(sparsity * total)`` weights with the lowest LAMP score
+    across all ``weights`` (one global threshold on per-layer normalised scores).
+
+    weights: tensors of any shapes -> bool masks of the same shapes, in the same order.
+
+    >>> a, b = torch.tensor([1.0, 2.0]), torch.tensor([0.1, 0.2])
+    >>> [m.tolist() for m in lamp_masks([a, b], 0.5)]
+    [[False, True], [False, True]]
+    """
+    return global_magnitude_masks([lamp_scores(w) for w in weights], sparsity)
 
 
 def _grouped(weight: torch.Tensor, m: int) -> torch.Tensor:

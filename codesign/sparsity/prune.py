@@ -30,6 +30,7 @@ from codesign.sparsity.masks import (
     Pattern,
     Unstructured,
     global_magnitude_masks,
+    lamp_masks,
     magnitude_mask,
     nm_mask,
     parse_pattern,
@@ -46,7 +47,7 @@ class WeightMask(nn.Module):
     """Parametrization ``weight -> where(mask, weight, 0)``; ``mask`` is a bool buffer.
 
     ``pattern`` (NMPattern or Unstructured at the layer's final level) and ``scope``
-    ("layer" or "global") tell ``update_masks_`` how to re-compute the mask.
+    ("layer", "global" or "lamp") tell ``update_masks_`` how to re-compute the mask.
     """
 
     def __init__(self, mask: torch.Tensor, pattern: Pattern, scope: str = "layer") -> None:
@@ -143,19 +144,27 @@ def _compute_masks(
     if not 0.0 <= target_fraction <= 1.0:
         raise SparsityError(f"target_fraction {target_fraction} must lie in [0, 1]")
     masks: list[torch.Tensor | None] = [None] * len(weights)
-    global_index = []
+    shared_scopes: dict[str, list[int]] = {"global": [], "lamp": []}
     for i, (weight, pattern, scope) in enumerate(zip(weights, patterns, scopes, strict=True)):
         if isinstance(pattern, NMPattern):
             masks[i] = nm_mask(weight, pattern.n, pattern.m)
-        elif scope == "global":
-            global_index.append(i)
+        elif scope in shared_scopes:
+            shared_scopes[scope].append(i)
         else:
             masks[i] = magnitude_mask(weight, pattern.sparsity * target_fraction)
-    if global_index:
-        # Every global layer shares the spec's level (explicit overrides are layer-wise).
-        level = patterns[global_index[0]].sparsity * target_fraction
-        shared = global_magnitude_masks([weights[i] for i in global_index], level)
-        for i, mask in zip(global_index, shared, strict=True):
+    for scope, indices in shared_scopes.items():
+        if not indices:
+            continue
+        # Every layer of a shared scope takes the spec's level (explicit overrides are
+        # layer-wise).
+        level = patterns[indices[0]].sparsity * target_fraction
+        chosen = [weights[i] for i in indices]
+        shared = (
+            global_magnitude_masks(chosen, level)
+            if scope == "global"
+            else lamp_masks(chosen, level)
+        )
+        for i, mask in zip(indices, shared, strict=True):
             masks[i] = mask
     return [m for m in masks if m is not None]
 

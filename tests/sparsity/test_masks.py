@@ -11,6 +11,8 @@ from codesign.sparsity.masks import (
     Unstructured,
     global_magnitude_masks,
     kept_magnitude,
+    lamp_masks,
+    lamp_scores,
     magnitude_mask,
     nm_compliant,
     nm_group_nonzeros,
@@ -135,3 +137,27 @@ def test_nm_mask_errors() -> None:
         nm_mask(torch.ones(2, 8), 3, 2)
     with pytest.raises(SparsityError, match="outside"):
         magnitude_mask(torch.ones(4), 1.0)
+
+
+def test_lamp_scores_match_the_definition_computed_by_brute_force() -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(6, 5)
+    flat = weight.flatten()
+    expected = torch.tensor(
+        [float(w**2 / flat[flat.abs() >= w.abs()].square().sum()) for w in flat]
+    ).view(weight.shape)
+    assert torch.allclose(lamp_scores(weight), expected)
+    assert float(lamp_scores(weight).max()) == pytest.approx(1.0)
+
+
+def test_lamp_spares_the_layer_of_small_weights_that_global_magnitude_empties() -> None:
+    big = torch.linspace(1.0, 2.0, 8)
+    small = torch.linspace(0.01, 0.02, 8)
+    by_magnitude = global_magnitude_masks([big, small], 0.5)
+    assert int(by_magnitude[1].sum()) == 0  # a raw global threshold strips the small layer
+    big_mask, small_mask = lamp_masks([big, small], 0.5)
+    assert int(big_mask.sum()) + int(small_mask.sum()) == 8  # the exact count, shared
+    # Scaling a layer does not change its LAMP scores, so both layers keep the same share.
+    assert torch.equal(big_mask, small_mask)
+    # Within a layer LAMP still removes the smallest weights first.
+    assert bool(small_mask[-4:].all()) and not bool(small_mask[:4].any())

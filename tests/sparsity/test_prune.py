@@ -158,3 +158,19 @@ def test_remove_pruning_bakes_masks_and_keeps_a_following_parametrization(tiny_n
     assert torch.equal(tiny_net.block.conv_a.weight, expected_conv)
     assert isinstance(tiny_net.fc.parametrizations.weight[0], Scale)
     assert torch.equal(tiny_net.fc.weight, expected_fc)
+
+
+def test_lamp_scope_prunes_the_spec_level_in_total_and_updates_monotonically(tiny_net) -> None:
+    spec = SparsitySpec("0.8", scope="lamp", exclude=())
+    prune_(tiny_net, spec, target_fraction=0.0)
+    layers = [tiny_net.conv1, tiny_net.block.conv_a, tiny_net.block.conv_b, tiny_net.fc]
+    previous = None
+    for fraction in (0.5, 1.0):
+        update_masks_(tiny_net, fraction)
+        zeros = torch.cat([(layer.weight == 0).flatten() for layer in layers])
+        assert int(zeros.sum()) == round(0.8 * fraction * zeros.numel())
+        if previous is not None:
+            assert bool((zeros | ~previous).all())
+        previous = zeros
+    # Every layer keeps its largest weight (LAMP score 1).
+    assert all(int((layer.weight != 0).sum()) >= 1 for layer in layers)
