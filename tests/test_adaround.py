@@ -62,15 +62,21 @@ def test_learned_rounding_lowers_the_output_error(synthetic_layer):
     assert output_mse(codes * scale) < output_mse(nearest)
 
 
-def test_calibrate_adaround_bakes_grid_weights_and_keeps_8bit_layers():
+def resnet8_with_loop(samples: int):
+    """A seeded float ResNet-8 and a forward loop over ``samples`` random 16x16 images."""
     torch.manual_seed(0)
     float_model = create_model("resnet8", num_classes=10).eval()
-    images = torch.randn(64, 3, 16, 16)
+    images = torch.randn(samples, 3, 16, 16)
 
     def loop(model):
         with torch.no_grad():
             model(images)
 
+    return float_model, loop
+
+
+def test_calibrate_adaround_bakes_grid_weights_and_keeps_8bit_layers():
+    float_model, loop = resnet8_with_loop(64)
     spec = QuantSpec(weight_bits=4, act_bits=8, keep_8bit=("first", "last"), method="adaround")
     model = quantize_(copy.deepcopy(float_model), spec)
     info = calibrate(model, loop, spec, float_model=float_model)
@@ -86,14 +92,7 @@ def test_calibrate_adaround_bakes_grid_weights_and_keeps_8bit_layers():
 
 
 def test_auto_learns_rounding_below_8_bits_only_and_can_skip_it():
-    torch.manual_seed(0)
-    float_model = create_model("resnet8", num_classes=10).eval()
-    images = torch.randn(32, 3, 16, 16)
-
-    def loop(model):
-        with torch.no_grad():
-            model(images)
-
+    float_model, loop = resnet8_with_loop(32)
     w8 = QuantSpec(weight_bits=8, act_bits=8)
     info = calibrate(quantize_(copy.deepcopy(float_model), w8), loop, w8, float_model=float_model)
     assert "adaround" not in info, "8-bit weights keep nearest rounding"
