@@ -290,10 +290,11 @@ def cached_tables(
             accuracies,
         )
     )
-    key = digest(
-        {"search": dataclasses.asdict(spec), "measuring_code": measuring_code}
-        | study.key_material()
-    )[:12]
+    # How configurations are verified (verify, finetune, qat) does not change the tables.
+    measured = {
+        k: v for k, v in dataclasses.asdict(spec).items() if k not in ("verify", "finetune", "qat")
+    }
+    key = digest({"search": measured, "measuring_code": measuring_code} | study.key_material())[:12]
     path = study.out / "search" / f"tables-{key}.json"
     if path.is_file() and not force:
         data = json.loads(path.read_text())
