@@ -125,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune-end", type=float, help="cubic: last update, fraction of the steps")
     p.add_argument("--prune-updates", type=_positive_int, help="cubic: mask updates per epoch")
     p.add_argument("--strict", action="store_true", help="error on layers N:M cannot divide")
+    p.add_argument(
+        "--permute",
+        action="store_true",
+        help="N:M: reorder input channels first so groups keep more magnitude (Pool & Yu 2021)",
+    )
     _quant_args(p, required=False)
 
     p = sub.add_parser("simulate", help="capture real tensors and simulate an accelerator")
@@ -330,9 +335,14 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.data import load_dataset
     from codesign.pipeline import load_model, model_kwargs_for, run_ptq, save_model, top1
     from codesign.sparsity import CubicTiming, finetune_pruned, prune_, sparsity_report
+    from codesign.sparsity.permutation import permute_for_spec_
 
     spec = SparsitySpec(
-        sparsity=args.sparsity, scope=args.scope, schedule=args.schedule, strict=args.strict
+        sparsity=args.sparsity,
+        scope=args.scope,
+        schedule=args.schedule,
+        strict=args.strict,
+        permute=args.permute,
     )
     if (args.weight_bits is None) != (args.act_bits is None):
         raise ConfigError("give both --weight-bits and --act-bits to quantize after pruning")
@@ -348,9 +358,11 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
     float_model, name, recipe = load_model(args.checkpoint, args.model)
     dataset = load_dataset(args.data, args.download)
     model = copy.deepcopy(float_model)
+    permutation = permute_for_spec_(model, spec)
     prune_(model, spec)  # one-shot at the final level, evaluated before any fine-tuning
     result: dict[str, Any] = {
         "spec": spec.to_dict(),
+        **({"permutation": permutation} if permutation else {}),
         "fp32_top1": top1(float_model, dataset),
         "oneshot_top1": top1(model, dataset),
     }

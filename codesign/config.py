@@ -132,6 +132,9 @@ class SparsitySpec:
     ``scope`` is "layer" (every layer at the level), "global" (one magnitude threshold) or
     "lamp" (one threshold on LAMP scores, Lee et al. 2021: magnitudes normalised per layer).
     ``schedule`` is "oneshot" or "cubic" (Zhu & Gupta 2017, over the fine-tuning steps).
+    ``permute``: before N:M pruning, reorder the input channels of every N:M layer fed by a
+    conv -> BN -> ReLU chain so its groups keep more magnitude (Pool & Yu 2021); the dense
+    network computes the same function, only which weights share a group changes.
     """
 
     sparsity: str = "2:4"
@@ -140,6 +143,7 @@ class SparsitySpec:
     strict: bool = False
     exclude: tuple[str, ...] = ("conv1", "fc", "linear")
     overrides: tuple[LayerOverride, ...] = ()
+    permute: bool = False
 
     def __post_init__(self) -> None:
         if self.scope not in ("layer", "global", "lamp"):
@@ -148,6 +152,8 @@ class SparsitySpec:
             )
         if self.schedule not in ("oneshot", "cubic"):
             raise ConfigError(f"unknown schedule {self.schedule!r}: use 'oneshot' or 'cubic'")
+        if not isinstance(self.permute, bool):
+            raise ConfigError(f"sparsity.permute must be true or false, got {self.permute!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -199,6 +199,7 @@ def build_variant(study: Study, variant: VariantSpec) -> tuple[nn.Module, dict[s
     with ``train_seconds`` / ``calib_seconds``).
     """
     from codesign.sparsity import finetune_pruned, prune_
+    from codesign.sparsity.permutation import permute_for_spec_
 
     torch.manual_seed(study.recipe.seed)
     model = copy.deepcopy(study.float_model)
@@ -207,6 +208,9 @@ def build_variant(study: Study, variant: VariantSpec) -> tuple[nn.Module, dict[s
     info: dict[str, Any] = {"train_seconds": 0.0, "calib_seconds": 0.0}
     calib = study.recipe.data.calib_samples
     if variant.sparsity is not None:
+        permutation = permute_for_spec_(model, variant.sparsity)
+        if permutation:
+            info["permutation"] = permutation
         finetune = variant.finetune
         if finetune is not None and finetune.epochs > 0:
             spec = dataclasses.replace(finetune, seed=study.recipe.seed)
@@ -345,6 +349,7 @@ def run_variant(study: Study, variant: VariantSpec, force: bool = False) -> dict
             return cached
     started = time.perf_counter()
     model, info = build_variant(study, variant)
+    permutation = info.pop("permutation", None)
     scored = score_model(study, model)
     directory.mkdir(parents=True, exist_ok=True)
     recipe = {}
@@ -358,6 +363,7 @@ def run_variant(study: Study, variant: VariantSpec, force: bool = False) -> dict
         "variant": variant.name,
         "config": variant.to_dict(),
         **scored,
+        **({"permutation": permutation} if permutation else {}),
         "timing": {**info, "total_seconds": time.perf_counter() - started},
     }
     write_json_atomic(result_path, result)

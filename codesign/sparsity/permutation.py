@@ -11,18 +11,24 @@ ResNet basic/bottleneck block. Residual streams are left alone (every layer read
 would need the same order).
 
 Apply it to the dense model before ``prune_``; it changes no output (up to float rounding).
+``SparsitySpec(permute=True)`` asks for it in `codesign prune --permute`, recipes and
+``scripts/compare_pruning.py``, through :func:`permute_for_spec_`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
+from typing import Any
 
 import torch
 import torch.fx
 from torch import nn
 
+from codesign.config import SparsitySpec
 from codesign.errors import SparsityError
-from codesign.sparsity.masks import check_nm, kept_magnitude, nm_mask
+from codesign.sparsity.masks import NMPattern, check_nm, kept_magnitude, nm_mask
+from codesign.sparsity.prune import SparsityWarning, plan_pruning
 
 ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.Identity)
 
@@ -162,3 +168,37 @@ def permute_for_nm_(
                         tensor.copy_(tensor[order])
         results.append(PermutationResult(consumer_name, producer_name, before, after))
     return results
+
+
+def permute_for_spec_(model: nn.Module, spec: SparsitySpec) -> dict[str, Any]:
+    """Run :func:`permute_for_nm_` on the N:M layers ``spec`` will prune, if it asks to.
+
+    Call it on the dense float model just before ``prune_(model, spec)``. Returns ``{}`` when
+    ``spec.permute`` is off, else ``{"kept_before", "kept_after"}`` (sum of kept |w| over the
+    permuted layers, weight units) and ``"layers"``: one row per permuted consumer layer.
+    Raises SparsityError when the spec prunes no layer N:M (nothing to permute for).
+    """
+    if not spec.permute:
+        return {}
+    nm_layers: dict[tuple[int, int], list[str]] = {}
+    with warnings.catch_warnings():  # prune_ warns about skipped layers right after this
+        warnings.simplefilter("ignore", SparsityWarning)
+        plans = plan_pruning(model, spec)
+    for plan in plans:
+        if isinstance(plan.pattern, NMPattern):
+            nm_layers.setdefault((plan.pattern.n, plan.pattern.m), []).append(plan.name)
+    if not nm_layers:
+        raise SparsityError(
+            f"sparsity.permute reorders channels for N:M groups, but {spec.sparsity!r} prunes "
+            "no layer N:M: drop permute or use a pattern such as '2:4'"
+        )
+    results = [
+        result
+        for (n, m), layers in nm_layers.items()
+        for result in permute_for_nm_(model, n, m, layers=layers)
+    ]
+    return {
+        "kept_before": sum(r.kept_before for r in results),
+        "kept_after": sum(r.kept_after for r in results),
+        "layers": [dataclasses.asdict(r) for r in results],
+    }

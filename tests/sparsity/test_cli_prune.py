@@ -74,10 +74,24 @@ def test_epochs_zero_is_one_shot(tmp_path) -> None:
     assert result["train_seconds"] == 0.0 and "train" not in result
 
 
+def test_permute_reports_kept_magnitude_and_keeps_the_one_shot_function(tmp_path) -> None:
+    plain, permuted = tmp_path / "plain", tmp_path / "permuted"
+    assert _prune(plain, "--sparsity", "2:4", "--epochs", "0") == 0
+    assert _prune(permuted, "--sparsity", "2:4", "--epochs", "0", "--permute") == 0
+    before = json.loads((plain / "result.json").read_text())
+    result = json.loads((permuted / "result.json").read_text())
+    assert "permutation" not in before and result["spec"]["permute"] is True
+    summary = result["permutation"]
+    assert summary["layers"] and summary["kept_after"] >= summary["kept_before"] > 0
+    assert result["nm_compliant"] is True and result["fp32_top1"] == before["fp32_top1"]
+    assert _checker().check(permuted / "model.pt", 2, 4)[0]
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [
         (["--sparsity", "3:2"], "3:2"),
+        (["--sparsity", "0.5", "--permute"], "prunes no layer N:M"),
         (["--sparsity", "0:4"], "0:4"),
         (["--sparsity", "1.0"], "1"),
         (["--sparsity", "0.7", "--schedule", "cubic", "--epochs", "0"], "--epochs"),
