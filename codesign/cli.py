@@ -130,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="N:M: reorder input channels first so groups keep more magnitude (Pool & Yu 2021)",
     )
+    p.add_argument(
+        "--prune-method",
+        default="magnitude",
+        choices=["magnitude", "sparsegpt"],
+        help="sparsegpt: masks by output error on --calib-samples training images, kept "
+        "weights repaired (Frantar & Alistarh 2023; one-shot, layer scope)",
+    )
     _quant_args(p, required=False)
 
     p = sub.add_parser("simulate", help="capture real tensors and simulate an accelerator")
@@ -332,10 +339,10 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
     import copy
 
     from codesign.config import SparsitySpec
-    from codesign.data import load_dataset
+    from codesign.data import load_dataset, make_forward_loop
     from codesign.pipeline import load_model, model_kwargs_for, run_ptq, save_model, top1
-    from codesign.sparsity import CubicTiming, finetune_pruned, prune_, sparsity_report
-    from codesign.sparsity.permutation import permute_for_spec_
+    from codesign.sparsity import CubicTiming, finetune_pruned, sparsity_report
+    from codesign.sparsity.apply import prune_model_
 
     spec = SparsitySpec(
         sparsity=args.sparsity,
@@ -343,6 +350,7 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
         schedule=args.schedule,
         strict=args.strict,
         permute=args.permute,
+        method=args.prune_method,
     )
     if (args.weight_bits is None) != (args.act_bits is None):
         raise ConfigError("give both --weight-bits and --act-bits to quantize after pruning")
@@ -358,11 +366,12 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
     float_model, name, recipe = load_model(args.checkpoint, args.model)
     dataset = load_dataset(args.data, args.download)
     model = copy.deepcopy(float_model)
-    permutation = permute_for_spec_(model, spec)
-    prune_(model, spec)  # one-shot at the final level, evaluated before any fine-tuning
+    calibration = make_forward_loop(dataset.train, 256, args.calib_samples)
+    # One-shot at the final level, evaluated before any fine-tuning.
+    pruning_info = prune_model_(model, spec, calibration)
     result: dict[str, Any] = {
         "spec": spec.to_dict(),
-        **({"permutation": permutation} if permutation else {}),
+        **pruning_info,
         "fp32_top1": top1(float_model, dataset),
         "oneshot_top1": top1(model, dataset),
     }

@@ -135,6 +135,9 @@ class SparsitySpec:
     ``permute``: before N:M pruning, reorder the input channels of every N:M layer fed by a
     conv -> BN -> ReLU chain so its groups keep more magnitude (Pool & Yu 2021); the dense
     network computes the same function, only which weights share a group changes.
+    ``method``: "magnitude" keeps the largest weights; "sparsegpt" (Frantar & Alistarh 2023)
+    chooses by the output error on calibration images and repairs the kept weights (one-shot,
+    layer-wise levels and N:M; see ``codesign.sparsity.obs``).
     """
 
     sparsity: str = "2:4"
@@ -144,6 +147,7 @@ class SparsitySpec:
     exclude: tuple[str, ...] = ("conv1", "fc", "linear")
     overrides: tuple[LayerOverride, ...] = ()
     permute: bool = False
+    method: str = "magnitude"
 
     def __post_init__(self) -> None:
         if self.scope not in ("layer", "global", "lamp"):
@@ -152,6 +156,15 @@ class SparsitySpec:
             )
         if self.schedule not in ("oneshot", "cubic"):
             raise ConfigError(f"unknown schedule {self.schedule!r}: use 'oneshot' or 'cubic'")
+        if self.method not in ("magnitude", "sparsegpt"):
+            raise ConfigError(
+                f"unknown pruning method {self.method!r}: use 'magnitude' or 'sparsegpt'"
+            )
+        if self.method == "sparsegpt" and (self.scope, self.schedule) != ("layer", "oneshot"):
+            raise ConfigError(
+                "method 'sparsegpt' prunes one-shot, layer by layer: use scope 'layer' and "
+                f"schedule 'oneshot' (got scope {self.scope!r}, schedule {self.schedule!r})"
+            )
         if not isinstance(self.permute, bool):
             raise ConfigError(f"sparsity.permute must be true or false, got {self.permute!r}")
 

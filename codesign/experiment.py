@@ -198,8 +198,8 @@ def build_variant(study: Study, variant: VariantSpec) -> tuple[nn.Module, dict[s
     variant reproduces the standalone command with the same settings. Returns (model, info
     with ``train_seconds`` / ``calib_seconds``).
     """
-    from codesign.sparsity import finetune_pruned, prune_
-    from codesign.sparsity.permutation import permute_for_spec_
+    from codesign.sparsity import finetune_pruned
+    from codesign.sparsity.apply import prune_model_
 
     torch.manual_seed(study.recipe.seed)
     model = copy.deepcopy(study.float_model)
@@ -208,9 +208,9 @@ def build_variant(study: Study, variant: VariantSpec) -> tuple[nn.Module, dict[s
     info: dict[str, Any] = {"train_seconds": 0.0, "calib_seconds": 0.0}
     calib = study.recipe.data.calib_samples
     if variant.sparsity is not None:
-        permutation = permute_for_spec_(model, variant.sparsity)
-        if permutation:
-            info["permutation"] = permutation
+        # Pruned at the final level first, as `codesign prune` does before fine-tuning.
+        calibration = make_forward_loop(study.dataset.train, 256, calib)
+        info["pruning"] = prune_model_(model, variant.sparsity, calibration)
         finetune = variant.finetune
         if finetune is not None and finetune.epochs > 0:
             spec = dataclasses.replace(finetune, seed=study.recipe.seed)
@@ -223,8 +223,6 @@ def build_variant(study: Study, variant: VariantSpec) -> tuple[nn.Module, dict[s
                 progress=study.progress,
             )
             info["train_seconds"] += history["train_seconds"]
-        else:
-            prune_(model, variant.sparsity)
     if variant.quant is not None:
         if variant.qat is not None:
             qat = dataclasses.replace(variant.qat, seed=study.recipe.seed)
@@ -349,7 +347,7 @@ def run_variant(study: Study, variant: VariantSpec, force: bool = False) -> dict
             return cached
     started = time.perf_counter()
     model, info = build_variant(study, variant)
-    permutation = info.pop("permutation", None)
+    pruning = info.pop("pruning", {})
     scored = score_model(study, model)
     directory.mkdir(parents=True, exist_ok=True)
     recipe = {}
@@ -363,7 +361,7 @@ def run_variant(study: Study, variant: VariantSpec, force: bool = False) -> dict
         "variant": variant.name,
         "config": variant.to_dict(),
         **scored,
-        **({"permutation": permutation} if permutation else {}),
+        **pruning,
         "timing": {**info, "total_seconds": time.perf_counter() - started},
     }
     write_json_atomic(result_path, result)

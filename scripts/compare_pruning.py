@@ -41,19 +41,20 @@ import torch.nn.utils.prune as torch_prune
 from torch import nn
 
 from codesign.config import SparsitySpec, TrainSpec
-from codesign.data import Dataset, evaluate, load_dataset
+from codesign.data import Dataset, evaluate, load_dataset, make_forward_loop
 from codesign.models import create_model, extract_state_dict, load_state_into
-from codesign.sparsity import prune_, sparsity_report, weight_masks
+from codesign.sparsity import sparsity_report, weight_masks
+from codesign.sparsity.apply import prune_model_
 from codesign.sparsity.finetune import (
     DEFAULT_FINETUNE,
     CubicTiming,
     finetune_pruned,
     make_schedule,
 )
-from codesign.sparsity.permutation import permute_for_spec_
 from codesign.train import train
 
 SHARED = Path("/work/shared")
+CALIB_SAMPLES = 512  # training images SparseGPT reads, as `codesign prune`'s --calib-samples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +67,9 @@ BUDGETS = {
     "2:4": Budget("2:4 one-shot", SparsitySpec("2:4")),
     # Pool & Yu 2021 channel permutations before 2:4 (torch's side is the same 50 %).
     "2:4p": Budget("2:4 one-shot, permuted", SparsitySpec("2:4", permute=True)),
+    # SparseGPT (Frantar & Alistarh 2023): masks by output error, kept weights repaired.
+    "2:4sgpt": Budget("2:4 SparseGPT one-shot", SparsitySpec("2:4", method="sparsegpt")),
+    "0.5sgpt": Budget("50 % SparseGPT one-shot", SparsitySpec("0.5", method="sparsegpt")),
     "0.5": Budget("50 % layer one-shot", SparsitySpec("0.5", scope="layer")),
     "0.7": Budget("70 % layer cubic", SparsitySpec("0.7", scope="layer", schedule="cubic")),
     "0.9": Budget("90 % global cubic", SparsitySpec("0.9", scope="global", schedule="cubic")),
@@ -90,8 +94,7 @@ def run_ours(
     dense: nn.Module, budget: Budget, data: Dataset, train_spec: TrainSpec, timing: CubicTiming
 ) -> dict:
     model = copy.deepcopy(dense)
-    permute_for_spec_(model, budget.spec)
-    prune_(model, budget.spec)
+    prune_model_(model, budget.spec, make_forward_loop(data.train, 256, CALIB_SAMPLES))
     one_shot = evaluate(model, data.test)["top1"]
     result = finetune_pruned(
         model,
@@ -155,13 +158,13 @@ def _torch_sparsity(modules: list[nn.Module]) -> float:
 
 
 def _torch_level_spec(budget: Budget) -> SparsitySpec:
-    """The level and schedule torch prunes to: ours, with N:M as its unstructured equivalent."""
-    if ":" not in budget.spec.sparsity:
-        return dataclasses.replace(budget.spec, scope="global")
-    n, m = (int(v) for v in budget.spec.sparsity.split(":"))
-    return dataclasses.replace(
-        budget.spec, sparsity=str(1 - n / m), scope="global", schedule="oneshot"
-    )
+    """The level and schedule torch prunes to: ours, with N:M as its unstructured equivalent
+    (torch's global L1 has no channel permutation and no SparseGPT: those are ours only)."""
+    spec = dataclasses.replace(budget.spec, method="magnitude", permute=False)
+    if ":" not in spec.sparsity:
+        return dataclasses.replace(spec, scope="global")
+    n, m = (int(v) for v in spec.sparsity.split(":"))
+    return dataclasses.replace(spec, sparsity=str(1 - n / m), scope="global", schedule="oneshot")
 
 
 def run_torch(

@@ -201,7 +201,7 @@ class _UpTo(nn.Module):
             self.model(*args, **kwargs)
 
 
-def _capture_inputs(
+def capture_layer_inputs(
     model: nn.Module, names: list[str], forward_loop: ForwardLoop
 ) -> dict[str, list[torch.Tensor]]:
     """Inputs [B, ...] of the named layers (given in forward order) for every batch of
@@ -261,14 +261,14 @@ def _adaround_layers(
     if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
         fold_batchnorm_(reference)
     names = [name for name, _ in layers]
-    float_inputs = _capture_inputs(reference, names, forward_loop)
+    float_inputs = capture_layer_inputs(reference, names, forward_loop)
     del reference
     generator = torch.Generator().manual_seed(0)
     report: dict[str, dict[str, float]] = {}
     model.eval()
     for name, layer in layers:
         started = time.perf_counter()
-        quant_raw = _capture_inputs(model, [name], forward_loop)[name]
+        quant_raw = capture_layer_inputs(model, [name], forward_loop)[name]
         quant_inputs = [layer.input_quantizer(x) for x in quant_raw]
         grams = gram_matrices(layer, float_inputs.pop(name), quant_inputs, generator)
         data_seconds = time.perf_counter() - started

@@ -87,11 +87,27 @@ def test_permute_reports_kept_magnitude_and_keeps_the_one_shot_function(tmp_path
     assert _checker().check(permuted / "model.pt", 2, 4)[0]
 
 
+def test_sparsegpt_beats_magnitude_one_shot_on_digits(tmp_path) -> None:
+    plain, repaired = tmp_path / "plain", tmp_path / "sparsegpt"
+    assert _prune(plain, "--sparsity", "2:4", "--epochs", "0") == 0
+    args = ("--sparsity", "2:4", "--epochs", "0", "--prune-method", "sparsegpt")
+    assert _prune(repaired, *args, "--calib-samples", "256") == 0
+    magnitude = json.loads((plain / "result.json").read_text())
+    result = json.loads((repaired / "result.json").read_text())
+    errors = result["sparsegpt"]
+    assert set(errors) == {row["name"] for row in result["layers"] if row["pattern"] == "2:4"}
+    assert all(e["sparsegpt_error"] < e["magnitude_error"] for e in errors.values())
+    assert result["oneshot_top1"] >= magnitude["oneshot_top1"]
+    assert result["nm_compliant"] is True and result["pruned_sparsity"] == pytest.approx(0.5)
+    assert _checker().check(repaired / "model.pt", 2, 4)[0]
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [
         (["--sparsity", "3:2"], "3:2"),
         (["--sparsity", "0.5", "--permute"], "prunes no layer N:M"),
+        (["--sparsity", "0.5", "--scope", "global", "--prune-method", "sparsegpt"], "scope"),
         (["--sparsity", "0:4"], "0:4"),
         (["--sparsity", "1.0"], "1"),
         (["--sparsity", "0.7", "--schedule", "cubic", "--epochs", "0"], "--epochs"),

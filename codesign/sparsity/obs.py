@@ -1,0 +1,184 @@
+"""One-shot pruning that also repairs the weights it keeps: SparseGPT (Frantar & Alistarh 2023).
+
+Magnitude pruning drops the smallest weights and leaves the rest unchanged. For a layer with
+calibration inputs X (im2col rows, [P, D]) and H = X^T X / P, the Optimal Brain Surgeon step
+(Hassibi & Stork 1993) instead removes weight j of a row at the cost w_j^2 / [H^-1]_jj in
+squared output error and moves the row's other weights by -w_j [H^-1]_j: / [H^-1]_jj to cancel
+as much of that error as the inputs allow. SparseGPT makes this affordable by visiting the
+columns left to right with the upper Cholesky factor of H^-1 (each column's error is only
+pushed onto later columns), choosing the masks by that cost per block of columns
+(unstructured) or per group of M columns (N:M).
+
+For convolutions the columns are reordered to (R, S, C) first, so an N:M group (M consecutive
+input channels at one kernel position, the layout of ``nm_mask``) is M adjacent columns.
+Layers are pruned in forward order, each on the inputs the already pruned layers before it
+produce (as SparseGPT does), so later layers also absorb the earlier ones' error.
+
+The column loop is sequential by construction (each decision depends on the updates of the
+columns before it); every step is a vectorised operation over all K rows.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from codesign.config import SparsitySpec
+from codesign.data.loops import ForwardLoop
+from codesign.errors import SparsityError
+from codesign.quant.adaround import capture_layer_inputs, im2col
+from codesign.sparsity.masks import NMPattern, Unstructured, magnitude_mask, nm_mask
+from codesign.sparsity.prune import WeightMask, plan_pruning
+
+BLOCK_COLUMNS = 128  # SparseGPT's block: masks of unstructured levels are chosen per block
+DAMPING = 0.01  # fraction of mean(diag H) added to the diagonal (SparseGPT's default)
+
+
+def channel_last_order(layer: nn.Module) -> torch.Tensor:
+    """Column order [D] that turns im2col's (C, R, S) columns into (R, S, C)."""
+    if not isinstance(layer, nn.Conv2d):
+        return torch.arange(layer.weight.shape[1])
+    channels, positions = layer.weight.shape[1], math.prod(layer.weight.shape[2:])
+    return torch.arange(channels * positions).view(channels, positions).t().reshape(-1)
+
+
+def input_hessian(layer: nn.Module, inputs: list[torch.Tensor]) -> torch.Tensor:
+    """H = X^T X / P [D, D] (float64) over every im2col row of ``inputs``, columns (R, S, C)."""
+    order = channel_last_order(layer)
+    hessian = torch.zeros(len(order), len(order), dtype=torch.float64)
+    rows = 0
+    for batch in inputs:
+        columns = im2col(layer, batch)[:, order].double()
+        hessian += columns.T @ columns
+        rows += columns.shape[0]
+    if rows == 0:
+        raise SparsityError("SparseGPT needs calibration inputs: the forward loop gave none")
+    return hessian / rows
+
+
+def output_error(weight: torch.Tensor, pruned: torch.Tensor, hessian: torch.Tensor) -> float:
+    """Squared output error of ``pruned`` against ``weight`` ([K, D]) on the inputs of
+    ``hessian``, relative to the output energy: tr(dW H dW^T) / tr(W H W^T)."""
+    delta = (weight - pruned).double()
+    reference = weight.double()
+    energy = float(((reference @ hessian) * reference).sum())
+    return float(((delta @ hessian) * delta).sum()) / max(energy, 1e-30)
+
+
+@torch.no_grad()
+def sparsegpt_prune(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    pattern: NMPattern | Unstructured,
+    damping: float = DAMPING,
+    block_columns: int = BLOCK_COLUMNS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prune ``weight`` [K, D] (columns in N:M group order) and update its kept weights.
+
+    ``hessian`` [D, D]: X^T X / P of the layer's inputs. Returns (new weight [K, D] with the
+    removed entries exactly 0, keep mask [K, D] bool). N:M: every M consecutive columns of a
+    row keep N; unstructured: each block of columns removes its share of ``round(level * K*D)``
+    weights, so the layer's count is exact.
+    """
+    rows, columns = weight.shape
+    work = weight.detach().double().clone()
+    h = hessian.detach().double().clone()
+    dead = h.diagonal() == 0  # inputs that are always 0: their weights cannot matter
+    h[dead, dead] = 1.0
+    work[:, dead] = 0.0
+    h.diagonal().add_(damping * float(h.diagonal().mean()))
+    h_inv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    removed = torch.zeros(rows, columns, dtype=torch.bool)
+    if isinstance(pattern, NMPattern):
+        if columns % pattern.m:
+            raise SparsityError(
+                f"{columns} columns do not split into groups of M={pattern.m} for {pattern}"
+            )
+        block_columns = pattern.m * max(1, block_columns // pattern.m)
+    total_removed = 0
+    if isinstance(pattern, Unstructured):
+        total_removed = round(pattern.sparsity * rows * columns)
+    for start in range(0, columns, block_columns):
+        end = min(start + block_columns, columns)
+        block = work[:, start:end].clone()
+        errors = torch.zeros_like(block)
+        h_block = h_inv[start:end, start:end]
+        diagonal = h_block.diagonal()
+        if isinstance(pattern, Unstructured):
+            # Cumulative rounding: the blocks' counts add up to the layer's exact count.
+            count = round(total_removed * end / columns) - round(total_removed * start / columns)
+            if count:
+                cost = (block**2 / diagonal**2).flatten()
+                chosen = torch.zeros(cost.numel(), dtype=torch.bool)
+                chosen[cost.topk(count, largest=False).indices] = True
+                removed[:, start:end] = chosen.view(rows, end - start)
+        for i in range(end - start):
+            if isinstance(pattern, NMPattern) and i % pattern.m == 0:
+                group = slice(i, i + pattern.m)
+                cost = block[:, group] ** 2 / diagonal[group] ** 2
+                drop = cost.topk(pattern.m - pattern.n, dim=1, largest=False).indices
+                removed[:, start + i : start + i + pattern.m].scatter_(1, drop, True)
+            column = block[:, i]
+            error = torch.where(removed[:, start + i], column, 0.0) / h_block[i, i]
+            block[:, i:] -= error[:, None] * h_block[i, i:][None, :]
+            errors[:, i] = error
+        work[:, start:end] = block
+        work[:, end:] -= errors @ h_inv[start:end, end:]
+    work[removed] = 0.0
+    return work.to(weight.dtype), ~removed
+
+
+@torch.no_grad()
+def sparsegpt_prune_(
+    model: nn.Module, spec: SparsitySpec, forward_loop: ForwardLoop
+) -> dict[str, dict[str, float]]:
+    """Prune ``model`` in place like ``prune_(model, spec)``, choosing masks and repairing the
+    kept weights with SparseGPT on the inputs ``forward_loop`` feeds (calibration images).
+
+    Layer-wise levels and N:M only (a global or LAMP threshold ranks raw magnitudes across
+    layers, which the per-layer OBS cost does not compare), one-shot (a gradual schedule
+    re-computes masks by magnitude during fine-tuning). Returns per layer the relative output
+    error of magnitude pruning and of SparseGPT on the calibration inputs
+    (``magnitude_error``, ``sparsegpt_error``, see :func:`output_error`).
+    """
+    if spec.scope != "layer":
+        raise SparsityError(
+            f"method 'sparsegpt' prunes layer by layer; scope {spec.scope!r} needs "
+            "method 'magnitude' (or use scope 'layer')"
+        )
+    if spec.schedule != "oneshot":
+        raise SparsityError(
+            "method 'sparsegpt' is one-shot (fine-tuning keeps its masks); the cubic schedule "
+            "re-computes masks by magnitude: use schedule 'oneshot'"
+        )
+    plans = plan_pruning(model, spec)
+    report: dict[str, dict[str, Any]] = {}
+    model.eval()
+    for plan in plans:  # forward order: each layer sees the pruned layers before it
+        layer = plan.module
+        inputs = capture_layer_inputs(model, [plan.name], forward_loop)[plan.name]
+        hessian = input_hessian(layer, inputs)
+        order = channel_last_order(layer)
+        weight = layer.weight.detach().flatten(1)[:, order]
+        pruned, keep = sparsegpt_prune(weight, hessian, plan.pattern)
+        magnitude_keep = (
+            nm_mask(weight, plan.pattern.n, plan.pattern.m)
+            if isinstance(plan.pattern, NMPattern)
+            else magnitude_mask(weight, plan.pattern.sparsity)
+        )
+        report[plan.name] = {
+            "magnitude_error": output_error(weight, weight * magnitude_keep, hessian),
+            "sparsegpt_error": output_error(weight, pruned, hessian),
+        }
+        inverse = torch.argsort(order)
+        shape = layer.weight.shape
+        layer.weight.copy_(pruned[:, inverse].view(shape))
+        mask = keep[:, inverse].view(shape)
+        parametrize.register_parametrization(
+            layer, "weight", WeightMask(mask, plan.pattern, plan.scope)
+        )
+    return report
