@@ -156,6 +156,9 @@ class SearchSpec:
     tuning of sparse configurations before their verification (none if absent). ``qat``:
     quantization-aware training of every verified configuration after its PTQ, pruning masks
     kept (none if absent): what the front's one-shot predictions are then checked against.
+    ``prune_method``: how sparse options choose their masks, "magnitude" or "sparsegpt"
+    (``SparsitySpec.method``; SparseGPT needs no fine-tuning to be close, so its one-shot
+    sensitivities predict the fine-tuned configurations better).
     """
 
     datapath: str = "scnn"
@@ -167,8 +170,13 @@ class SearchSpec:
     verify: int = 4
     finetune: TrainSpec | None = None
     qat: TrainSpec | None = None
+    prune_method: str = "magnitude"
 
     def __post_init__(self) -> None:
+        if self.prune_method not in ("magnitude", "sparsegpt"):
+            raise ConfigError(
+                f"search.prune_method {self.prune_method!r}: use 'magnitude' or 'sparsegpt'"
+            )
         for bits in (*self.weight_bits, *self.act_bits):
             if bits not in (4, 8):
                 raise ConfigError(f"search widths must be 4 or 8, got {bits}")

@@ -83,7 +83,9 @@ def options_of(spec: SearchSpec) -> list[Option]:
 
 def option_variant(option: Option, spec: SearchSpec, name: str) -> VariantSpec:
     """The uniform variant with every searchable layer at ``option``."""
-    sparsity = None if option.sparsity == "dense" else SparsitySpec(sparsity=option.sparsity)
+    sparsity = None
+    if option.sparsity != "dense":
+        sparsity = SparsitySpec(sparsity=option.sparsity, method=spec.prune_method)
     return VariantSpec(
         name=name,
         sparsity=sparsity,
@@ -111,6 +113,7 @@ def configuration_variant(
         sparsity = SparsitySpec(
             sparsity=patterns[0],
             overrides=tuple(LayerOverride(layer, sparsity=s) for layer, s in sparse),
+            method=spec.prune_method,
         )
     return VariantSpec(
         name=name,

@@ -14,7 +14,13 @@ import codesign.experiment as experiment
 from codesign.cli import main
 from codesign.config import TrainSpec
 from codesign.recipe import SearchSpec, load_recipe
-from codesign.search import Option, configuration_variant, options_of, solve_front
+from codesign.search import (
+    Option,
+    configuration_variant,
+    option_variant,
+    options_of,
+    solve_front,
+)
 
 RECIPE = """schema_version = 1
 name = "resume-test"
@@ -167,6 +173,14 @@ def test_configuration_variant_carries_per_layer_choices() -> None:
     assert dense.sparsity is None and dense.finetune is None and dense.qat is None
     trained = dataclasses.replace(spec, qat=TrainSpec(epochs=1))
     assert configuration_variant("z", ["a"], [Option(4, 4, "dense")], trained).qat == trained.qat
+    assert variant.sparsity.method == "magnitude"
+    repaired = dataclasses.replace(spec, prune_method="sparsegpt")
+    mixed = configuration_variant(
+        "w", ["a", "b"], [Option(4, 8, "2:4"), Option(8, 8, "0.5")], repaired
+    )
+    assert mixed.sparsity is not None and mixed.sparsity.method == "sparsegpt"
+    uniform = option_variant(Option(8, 8, "2:4"), repaired, "u")
+    assert uniform.sparsity is not None and uniform.sparsity.method == "sparsegpt"
 
 
 def test_search_on_digits_verifies_a_dominating_configuration(tmp_path: Path) -> None:

@@ -80,6 +80,12 @@ def test_schema_version_is_required(tmp_path: Path) -> None:
         ("[[variants]]\nname='a'\nquant = { weight_bits = 9 }\n", "bit width 9"),
         ("[hardware]\narchs = []\n[[variants]]\nname='a'\n", "at least one datapath"),
         ("[search]\nweight_bits = [3]\n[[variants]]\nname='a'\n", "4 or 8"),
+        ("[search]\nprune_method = 'obs'\n[[variants]]\nname='a'\n", "prune_method"),
+        (
+            "[[variants]]\nname='a'\nsparsity = { sparsity = '0.7', schedule = 'cubic', "
+            "method = 'sparsegpt' }\n",
+            "one-shot",
+        ),
     ],
 )
 def test_bad_recipes_are_clear_errors(tmp_path: Path, body: str, message: str) -> None:
