@@ -85,13 +85,26 @@ def sparsegpt_prune(
     weights, so the layer's count is exact.
     """
     rows, columns = weight.shape
+    if not (torch.isfinite(hessian).all() and torch.isfinite(weight).all()):
+        raise SparsityError(
+            "SparseGPT got NaN/Inf in the layer's weights or calibration activations: check the "
+            "checkpoint and the input data (or use method 'magnitude')"
+        )
     work = weight.detach().double().clone()
     h = hessian.detach().double().clone()
-    dead = h.diagonal() == 0  # inputs that are always 0: their weights cannot matter
+    # Inputs that are 0 on every calibration image give their weights no error signal; like
+    # SparseGPT, they are zeroed (removed first) rather than guessed at.
+    dead = h.diagonal() == 0
     h[dead, dead] = 1.0
     work[:, dead] = 0.0
     h.diagonal().add_(damping * float(h.diagonal().mean()))
-    h_inv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    try:
+        h_inv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    except torch.linalg.LinAlgError as exc:
+        raise SparsityError(
+            f"SparseGPT could not invert the calibration Hessian ({exc}); raise the damping "
+            f"(now {damping}) or give more calibration images"
+        ) from None
     removed = torch.zeros(rows, columns, dtype=torch.bool)
     if isinstance(pattern, NMPattern):
         if columns % pattern.m:

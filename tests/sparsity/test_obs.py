@@ -76,5 +76,9 @@ def test_spec_errors() -> None:
         SparsitySpec("0.5", schedule="cubic", method="sparsegpt")
     with pytest.raises(ConfigError, match="unknown pruning method"):
         SparsitySpec("0.5", method="obs")
+    hessian = torch.eye(4, dtype=torch.float64)
+    hessian[1, 2] = float("nan")
+    with pytest.raises(SparsityError, match="NaN"):
+        sparsegpt_prune(torch.ones(2, 4), hessian, NMPattern(2, 4))
     with pytest.raises(SparsityError, match="calibration"):
         prune_model_(torch.nn.Conv2d(4, 4, 1), SparsitySpec("2:4", method="sparsegpt", exclude=()))
