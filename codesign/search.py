@@ -340,6 +340,42 @@ def first_guess(
     return feasible[-1]
 
 
+def feasible_span(
+    front: Sequence[tuple[float, float, list[int]]], chosen: int, accuracy_floor: float | None
+) -> range:
+    """Front indices on the constraint's side of the verified ``chosen`` one: under an energy
+    budget the cheaper assignments (up to the front's end), under an accuracy floor the
+    predicted-safer ones (down to the reference, index 0)."""
+    if accuracy_floor is None:
+        return range(chosen, len(front))
+    return range(chosen, -1, -1)
+
+
+def spread_along_front(front: Sequence[tuple[float, float, list[int]]], span: range) -> list[int]:
+    """Indices of ``span`` in the order to verify them: the far end first, then repeatedly the
+    one whose predicted energy (uJ) is farthest from every index already picked, so any number
+    of builds covers the span's energy range evenly. ``span[0]`` counts as picked.
+
+    >>> front = [(0.0, e, []) for e in (10.0, 9.0, 8.0, 7.0, 6.0, 5.0)]
+    >>> spread_along_front(front, range(1, 6))
+    [5, 3, 2, 4]
+    """
+    if len(span) < 2:
+        return []
+    energies = np.array([front[i][1] for i in span])
+    picked = [0]
+    order = []
+    distance = np.abs(energies - energies[0])
+    while len(picked) < len(span):
+        far = int(distance.argmax())
+        if distance[far] <= 0.0:
+            break  # the rest repeat a picked energy
+        picked.append(far)
+        order.append(span[far])
+        distance = np.minimum(distance, np.abs(energies - energies[far]))
+    return order
+
+
 def run_search(
     study: Study,
     uniform: Sequence[dict[str, Any]],
@@ -426,6 +462,13 @@ def run_search(
                 chosen = index
                 break
             index += 1
+    if chosen is not None:
+        # The builds left over verify the rest of the front the constraint allows, so the
+        # report shows a measured front rather than one point.
+        for index in spread_along_front(front, feasible_span(front, chosen, accuracy_floor)):
+            if len(verified) >= spec.verify:
+                break
+            verify(index)
     for index, result in verified.items():
         on_datapath = result["datapaths"][spec.datapath]
         result["dominates"] = [

@@ -17,9 +17,11 @@ from codesign.recipe import SearchSpec, load_recipe
 from codesign.search import (
     Option,
     configuration_variant,
+    feasible_span,
     option_variant,
     options_of,
     solve_front,
+    spread_along_front,
 )
 
 RECIPE = """schema_version = 1
@@ -154,6 +156,21 @@ def test_knapsack_front_matches_brute_force() -> None:
         assert energy == pytest.approx(cheapest)
 
 
+def test_spread_covers_the_feasible_part_of_the_front_evenly() -> None:
+    energies = [100.0, 96.0, 95.0, 90.0, 88.0, 85.0, 84.0, 81.0, 80.0]
+    front = [(float(i), e, []) for i, e in enumerate(energies)]
+    budget_side = feasible_span(front, 2, accuracy_floor=None)
+    assert list(budget_side) == list(range(2, 9))
+    order = spread_along_front(front, budget_side)
+    # The cheapest end first, then the middle of the widest energy gap left.
+    assert order[:2] == [8, 4]  # 88 uJ: the nearest to the middle of 95..80
+    assert sorted(order) == list(range(3, 9))  # every other index once, never the chosen one
+    floor_side = feasible_span(front, 2, accuracy_floor=90.0)
+    assert list(floor_side) == [2, 1, 0]
+    assert spread_along_front(front, floor_side) == [0, 1]
+    assert spread_along_front(front, range(4, 5)) == []
+
+
 def test_configuration_variant_carries_per_layer_choices() -> None:
     spec = SearchSpec(sparsity=("dense", "2:4"))
     assert options_of(spec)[0] == Option(8, 8, "dense")
@@ -200,4 +217,9 @@ def test_search_on_digits_verifies_a_dominating_configuration(tmp_path: Path) ->
     assert any(p["source"] == "search" for p in results["points"])
     chosen = next(v for v in search["verified"] if v["chosen"])
     assert chosen["top1"] >= 98.0  # verified by evaluation on the test split
+    # The builds left after the choice verify the predicted-safer part of the front.
+    assert len(search["verified"]) == 3
+    others = [v for v in search["verified"] if not v["chosen"]]
+    assert all(v["predicted_energy_uj"] > chosen["predicted_energy_uj"] for v in others)
+    assert len({v["variant"] for v in search["verified"]}) == 3
     load_recipe(path)  # the search table is part of the recipe schema
