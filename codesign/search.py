@@ -363,14 +363,12 @@ def spread_along_front(front: Sequence[tuple[float, float, list[int]]], span: ra
     if len(span) < 2:
         return []
     energies = np.array([front[i][1] for i in span])
-    picked = [0]
-    order = []
-    distance = np.abs(energies - energies[0])
-    while len(picked) < len(span):
+    order: list[int] = []
+    distance = np.abs(energies - energies[0])  # to the nearest picked index
+    while len(order) < len(span) - 1:
         far = int(distance.argmax())
         if distance[far] <= 0.0:
             break  # the rest repeat a picked energy
-        picked.append(far)
         order.append(span[far])
         distance = np.minimum(distance, np.abs(energies - energies[far]))
     return order
