@@ -14,7 +14,9 @@ cache key, so nothing is overwritten and a re-run reuses what is done), and repo
 
 Variants that train nothing (PTQ, one-shot pruning) are seed-independent: the recipe seed only
 drives training (data order, augmentation); calibration and pruning are deterministic. They keep
-the study's figures unless named with ``--variants``, which re-builds them too.
+the study's figures unless named with ``--variants``, which re-builds them too. A trained
+variant left out of ``--variants`` is unknown at the other seeds: it is not compared there, and
+no "dominates every recipe variant" verdict is given for those seeds.
 
 Usage (after `codesign search ... --out runs/resnet20`):
 
@@ -74,23 +76,25 @@ def variant_results(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def spread_rows(
     by_seed: dict[int, dict[str, dict[str, Any]]], datapath: str
 ) -> list[dict[str, Any]]:
-    """Per variant: top-1 (%) per seed, mean/min/max, mean energy (uJ) on ``datapath``."""
-    names = list(next(iter(by_seed.values())))
+    """Per variant: top-1 (%) at every seed where it is known (None elsewhere), mean/min/max
+    over those, mean energy (uJ) on ``datapath``."""
+    seeds = list(by_seed)
+    names = list(by_seed[seeds[0]])
     rows = []
     for name in names:
-        top1 = [by_seed[s][name]["top1"] for s in by_seed]
-        energy = [by_seed[s][name]["energy_uj"] for s in by_seed]
+        known = [by_seed[s][name] for s in seeds if name in by_seed[s]]
+        top1 = [float(p["top1"]) for p in known]
         rows.append(
             {
                 "variant": name,
-                "source": by_seed[next(iter(by_seed))][name]["source"],
-                "trained": by_seed[next(iter(by_seed))][name]["trained"],
-                "seeds": list(by_seed),
-                "top1": top1,
+                "source": known[0]["source"],
+                "trained": known[0]["trained"],
+                "seeds": seeds,
+                "top1": [by_seed[s][name]["top1"] if name in by_seed[s] else None for s in seeds],
                 "top1_mean": statistics.fmean(top1),
                 "top1_min": min(top1),
                 "top1_max": max(top1),
-                "energy_uj_mean": statistics.fmean(energy),
+                "energy_uj_mean": statistics.fmean(p["energy_uj"] for p in known),
                 "datapath": datapath,
             }
         )
@@ -100,32 +104,47 @@ def spread_rows(
 def dominance(
     by_seed: dict[int, dict[str, dict[str, Any]]], rows: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """For every search configuration: the recipe variants it dominates at each seed and on
-    the seed means (strictly less energy, at least the top-1)."""
+    """For every search configuration: the recipe variants it dominates at each seed (both
+    sides trained with that seed) and on the seed means (strictly less energy, at least the
+    top-1). A verdict over "every recipe variant" needs all of them known at that seed."""
+    seeds = list(by_seed)
+    complete = {r["variant"] for r in rows if None not in r["top1"]}
     means = {r["variant"]: (r["energy_uj_mean"], r["top1_mean"]) for r in rows}
     recipe_names = [r["variant"] for r in rows if r["source"] == "recipe"]
     verdicts = {}
-    for row in rows:
-        if row["source"] != "search":
-            continue
-        name = row["variant"]
-        per_seed = {
-            str(seed): [
+    for name in (r["variant"] for r in rows if r["source"] == "search"):
+        per_seed: dict[str, list[str] | None] = {}
+        for seed in seeds:
+            scored = by_seed[seed]
+            if name not in scored:
+                per_seed[str(seed)] = None
+                continue
+            per_seed[str(seed)] = [
                 other
                 for other in recipe_names
-                if dominates(
+                if other in scored
+                and dominates(
                     (scored[name]["energy_uj"], scored[name]["top1"]),
                     (scored[other]["energy_uj"], scored[other]["top1"]),
                 )
             ]
-            for seed, scored in by_seed.items()
-        }
+        every = [
+            seed
+            for seed in seeds
+            if per_seed[str(seed)] is not None
+            and all(o in by_seed[seed] for o in recipe_names)
+            and len(per_seed[str(seed)] or []) == len(recipe_names)
+        ]
+        on_means = None
+        if name in complete:
+            on_means = [
+                o for o in recipe_names if o in complete and dominates(means[name], means[o])
+            ]
         verdicts[name] = {
             "dominates_per_seed": per_seed,
-            "dominates_every_recipe_variant_at_seeds": [
-                int(s) for s, d in per_seed.items() if len(d) == len(recipe_names)
-            ],
-            "dominates_on_means": [o for o in recipe_names if dominates(means[name], means[o])],
+            "dominates_every_recipe_variant_at_seeds": every,
+            "dominates_on_means": on_means,
+            "unknown_at_other_seeds": sorted(set(recipe_names) - complete),
         }
     return verdicts
 
@@ -180,8 +199,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         by_seed[seed] = {}
         for name, spec in specs.items():
             trained = trains(spec)
-            if seed == recipe.seed or name not in selected:
+            if seed == recipe.seed or (name not in selected and not trained):
                 scored = study_results[name]
+            elif name not in selected:
+                continue  # trained with the study's seed only: unknown at this one
             else:
                 if study is None:
                     study = open_study(
@@ -211,7 +232,7 @@ def print_table(rows: list[dict[str, Any]], verdicts: dict[str, Any]) -> None:
     head = "variant".ljust(24) + "".join(f"seed {s}".rjust(9) for s in seeds)
     print(head + "mean".rjust(8) + "min".rjust(8) + "max".rjust(8) + "uJ".rjust(9))
     for r in rows:
-        cells = "".join(f"{t:9.2f}" for t in r["top1"])
+        cells = "".join("       --" if t is None else f"{t:9.2f}" for t in r["top1"])
         print(
             r["variant"][:23].ljust(24)
             + cells
@@ -219,10 +240,16 @@ def print_table(rows: list[dict[str, Any]], verdicts: dict[str, Any]) -> None:
             + f"{r['energy_uj_mean']:9.2f}"
         )
     for name, v in verdicts.items():
+        means = v["dominates_on_means"]
         print(
             f"{name}: dominates every recipe variant at seeds "
-            f"{v['dominates_every_recipe_variant_at_seeds'] or 'none'}; "
-            f"on the means it dominates {', '.join(v['dominates_on_means']) or 'nothing'}"
+            f"{v['dominates_every_recipe_variant_at_seeds'] or 'none'}; on the means: "
+            + ("(not re-built)" if means is None else ", ".join(means) or "nothing")
+            + (
+                f"; not re-built: {', '.join(v['unknown_at_other_seeds'])}"
+                if v["unknown_at_other_seeds"]
+                else ""
+            )
         )
 
 

@@ -88,6 +88,14 @@ def test_dominance_is_judged_within_each_seed_and_on_means() -> None:
     assert verdict["dominates_per_seed"] == {"0": ["u"], "1": []}
     assert verdict["dominates_every_recipe_variant_at_seeds"] == [0]
     assert verdict["dominates_on_means"] == []  # 91.25 < 91.5
+    # A trained recipe variant not re-built at seed 1 is not compared there.
+    del by_seed[1]["u"]
+    rows = seed_spread.spread_rows(by_seed, "scnn")
+    assert rows[0]["top1"] == [91.0, None] and rows[0]["top1_mean"] == 91.0
+    verdict = seed_spread.dominance(by_seed, rows)["s"]
+    assert verdict["dominates_per_seed"] == {"0": ["u"], "1": []}
+    assert verdict["dominates_every_recipe_variant_at_seeds"] == [0]
+    assert verdict["dominates_on_means"] == [] and verdict["unknown_at_other_seeds"] == ["u"]
 
 
 def test_a_missing_study_is_a_clear_error(
