@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,16 @@ import torch
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 RESNET20_CHECKPOINT = SHARED / "checkpoints" / "resnet20-cifar10-idelbayev.th"
 CIFAR_SUBSET = SHARED / "data" / "cifar10-subset"
+
+
+def digits_recipe_head(name: str, archs: list[str], seed: int = 0) -> str:
+    """The top of a recipe on the bundled digits ResNet-8 (variants go after it)."""
+    return (
+        f'schema_version = 1\nname = "{name}"\nseed = {seed}\n'
+        '[model]\ncheckpoint = "bundled:resnet8-digits"\n'
+        '[data]\nsource = "digits"\ncalib_samples = 256\ncapture_samples = 16\n'
+        f"[hardware]\narchs = {json.dumps(archs)}\n"
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -24,18 +24,11 @@ from codesign.search import (
     spread_along_front,
 )
 
-RECIPE = """schema_version = 1
-name = "resume-test"
-seed = 0
-[model]
-checkpoint = "bundled:resnet8-digits"
-[data]
-source = "digits"
-calib_samples = 256
-capture_samples = 16
-[hardware]
-archs = ["systolic-16x16-ws", "scnn"]
-[[variants]]
+from .conftest import digits_recipe_head
+
+RECIPE = (
+    digits_recipe_head("resume-test", ["systolic-16x16-ws", "scnn"])
+    + """[[variants]]
 name = "fp32"
 [[variants]]
 name = "ptq-w8a8"
@@ -48,6 +41,7 @@ name = "2:4+w8a8"
 sparsity = { sparsity = "2:4" }
 quant = { weight_bits = 8, act_bits = 8 }
 """
+)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ import pytest
 
 from codesign.cli import main
 
+from .conftest import digits_recipe_head
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "seed_spread.py"
 
 
@@ -21,30 +23,19 @@ def load_script():
     return module
 
 
-RECIPE = """schema_version = 1
-name = "seed-spread-test"
-seed = {seed}
-[model]
-checkpoint = "bundled:resnet8-digits"
-[data]
-source = "digits"
-calib_samples = 256
-capture_samples = 16
-[hardware]
-archs = ["scnn"]
-[[variants]]
+VARIANTS = """[[variants]]
 name = "ptq-w8a8"
-quant = {{ weight_bits = 8, act_bits = 8 }}
+quant = { weight_bits = 8, act_bits = 8 }
 [[variants]]
 name = "qat-w4a4"
-quant = {{ weight_bits = 4, act_bits = 4, keep_8bit = ["first", "last"] }}
-qat = {{ epochs = 1, lr = 0.001 }}
+quant = { weight_bits = 4, act_bits = 4, keep_8bit = ["first", "last"] }
+qat = { epochs = 1, lr = 0.001 }
 """
 
 
 def run_recipe(tmp_path: Path, seed: int) -> Path:
     path = tmp_path / f"seed{seed}.toml"
-    path.write_text(RECIPE.format(seed=seed))
+    path.write_text(digits_recipe_head("seed-spread-test", ["scnn"], seed) + VARIANTS)
     out = tmp_path / f"out{seed}"
     assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
     return out
