@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from codesign.config import DEFAULT_CALIB_SAMPLES, PRUNE_METHODS
 from codesign.errors import CodesignError, ConfigError
 
 DEMO_CHECKPOINT = Path(__file__).parent / "checkpoints" / "resnet8-digits.pt"
@@ -72,7 +73,7 @@ def _quant_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
         default="",
         help="comma list of layers kept at 8 bits: first, last, or layer patterns",
     )
-    parser.add_argument("--calib-samples", type=_positive_int, default=512)
+    parser.add_argument("--calib-samples", type=_positive_int, default=DEFAULT_CALIB_SAMPLES)
     parser.add_argument(
         "--method",
         default=None,
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--prune-method",
         default="magnitude",
-        choices=["magnitude", "sparsegpt"],
+        choices=PRUNE_METHODS,
         help="sparsegpt: masks by output error on --calib-samples training images, kept "
         "weights repaired (Frantar & Alistarh 2023; one-shot, layer scope)",
     )

@@ -17,6 +17,13 @@ from typing import Any, TypeVar
 
 from codesign.errors import ConfigError
 
+# How a sparsity spec chooses its masks (``SparsitySpec.method``, ``[search] prune_method``,
+# ``codesign prune --prune-method``).
+PRUNE_METHODS = ("magnitude", "sparsegpt")
+# Training images that calibrate PTQ ranges and feed SparseGPT, unless a command or recipe
+# says otherwise (``--calib-samples``, ``[data] calib_samples``).
+DEFAULT_CALIB_SAMPLES = 512
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10: the same parser, published as tomli
@@ -156,9 +163,9 @@ class SparsitySpec:
             )
         if self.schedule not in ("oneshot", "cubic"):
             raise ConfigError(f"unknown schedule {self.schedule!r}: use 'oneshot' or 'cubic'")
-        if self.method not in ("magnitude", "sparsegpt"):
+        if self.method not in PRUNE_METHODS:
             raise ConfigError(
-                f"unknown pruning method {self.method!r}: use 'magnitude' or 'sparsegpt'"
+                f"unknown pruning method {self.method!r}: use one of {', '.join(PRUNE_METHODS)}"
             )
         if self.method == "sparsegpt" and (self.scope, self.schedule) != ("layer", "oneshot"):
             raise ConfigError(

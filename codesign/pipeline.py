@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from codesign.config import QuantSpec, SparsitySpec, TrainSpec
+from codesign.config import DEFAULT_CALIB_SAMPLES, QuantSpec, SparsitySpec, TrainSpec
 from codesign.data import Dataset, evaluate, make_forward_loop
 from codesign.errors import CheckpointError
 from codesign.io import checkpoint_meta, read_checkpoint, save_checkpoint
@@ -83,7 +83,7 @@ def run_ptq(
     float_model: nn.Module,
     dataset: Dataset,
     spec: QuantSpec,
-    calib_samples: int = 512,
+    calib_samples: int = DEFAULT_CALIB_SAMPLES,
     learned_rounding: bool = True,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Quantize a copy of ``float_model`` and calibrate it on the first ``calib_samples``
@@ -99,7 +99,7 @@ def run_qat(
     dataset: Dataset,
     spec: QuantSpec,
     train_spec: TrainSpec,
-    calib_samples: int = 512,
+    calib_samples: int = DEFAULT_CALIB_SAMPLES,
     state_path: str | Path | None = None,
     progress: bool = True,
 ) -> tuple[nn.Module, dict[str, Any]]:

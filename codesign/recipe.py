@@ -35,7 +35,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from codesign.config import QuantSpec, SparsitySpec, TrainSpec, from_dict, load_toml, to_dict
+from codesign.config import (
+    DEFAULT_CALIB_SAMPLES,
+    PRUNE_METHODS,
+    QuantSpec,
+    SparsitySpec,
+    TrainSpec,
+    from_dict,
+    load_toml,
+    to_dict,
+)
 from codesign.errors import ConfigError
 from codesign.sparsity.finetune import DEFAULT_FINETUNE
 
@@ -85,7 +94,7 @@ class DataSpec:
 
     source: str = "digits"
     download: bool = False
-    calib_samples: int = 512
+    calib_samples: int = DEFAULT_CALIB_SAMPLES
     capture_samples: int = 32
     eval_samples: int = 0
     image_size: int = 0
@@ -173,9 +182,9 @@ class SearchSpec:
     prune_method: str = "magnitude"
 
     def __post_init__(self) -> None:
-        if self.prune_method not in ("magnitude", "sparsegpt"):
+        if self.prune_method not in PRUNE_METHODS:
             raise ConfigError(
-                f"search.prune_method {self.prune_method!r}: use 'magnitude' or 'sparsegpt'"
+                f"search.prune_method {self.prune_method!r}: use one of {', '.join(PRUNE_METHODS)}"
             )
         for bits in (*self.weight_bits, *self.act_bits):
             if bits not in (4, 8):

@@ -41,7 +41,7 @@ import torch
 import torch.nn.utils.prune as torch_prune
 from torch import nn
 
-from codesign.config import SparsitySpec, TrainSpec
+from codesign.config import DEFAULT_CALIB_SAMPLES, SparsitySpec, TrainSpec
 from codesign.data import Dataset, evaluate, load_dataset, make_forward_loop
 from codesign.models import create_model, extract_state_dict, load_state_into
 from codesign.sparsity import sparsity_report, weight_masks
@@ -55,7 +55,6 @@ from codesign.sparsity.finetune import (
 from codesign.train import train
 
 SHARED = Path("/work/shared")
-CALIB_SAMPLES = 512  # training images SparseGPT reads, as `codesign prune`'s --calib-samples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +96,7 @@ def run_ours(
     dense: nn.Module, budget: Budget, data: Dataset, train_spec: TrainSpec, timing: CubicTiming
 ) -> dict:
     model = copy.deepcopy(dense)
-    prune_model_(model, budget.spec, make_forward_loop(data.train, 256, CALIB_SAMPLES))
+    prune_model_(model, budget.spec, make_forward_loop(data.train, 256, DEFAULT_CALIB_SAMPLES))
     one_shot = evaluate(model, data.test)["top1"]
     result = finetune_pruned(
         model,
