@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codesign.config import DEFAULT_CALIB_SAMPLES, PRUNE_METHODS
+from codesign.config import DEFAULT_CALIB_SAMPLES, DEFAULT_VALIDATION_FRACTION, PRUNE_METHODS
 from codesign.errors import CodesignError, ConfigError
 
 DEMO_CHECKPOINT = Path(__file__).parent / "checkpoints" / "resnet8-digits.pt"
@@ -60,6 +60,19 @@ def _common(parser: argparse.ArgumentParser, checkpoint: bool = True) -> None:
         "--data", default="digits", help="digits | cifar10:DIR | imagefolder:DIR | npz:FILE"
     )
     parser.add_argument("--download", action="store_true", help="allow cifar10:DIR to download")
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=DEFAULT_VALIDATION_FRACTION,
+        help="share of the training split held out for validation (seeded, class-stratified; "
+        "never calibrated or trained on)",
+    )
+    parser.add_argument(
+        "--subset-seed",
+        type=int,
+        default=0,
+        help="seed of the validation split and every calibration/capture subset",
+    )
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -142,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="capture real tensors and simulate an accelerator")
     _common(p)
-    p.add_argument("--samples", type=_positive_int, default=32, help="test images captured")
+    p.add_argument("--samples", type=_positive_int, default=32, help="validation images captured")
     p.add_argument("--arch", required=True, type=Path, help="recipes/hardware/<name>.toml")
     p.add_argument("--energy", type=Path, default=None, help="recipes/energy/<name>.toml")
 
@@ -183,6 +196,22 @@ def _quant_spec(args: argparse.Namespace) -> Any:
     )
 
 
+def _dataset(args: argparse.Namespace) -> Any:
+    from codesign.data import load_dataset
+
+    return load_dataset(
+        args.data,
+        args.download,
+        validation_fraction=args.validation_fraction,
+        subset_seed=args.subset_seed,
+    )
+
+
+def _subsets(dataset: Any, info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``result.json["subsets"]``: the validation split and the subsets ``info`` names."""
+    return {"validation": dataset.validation_info.to_dict(), **(info or {}).get("subsets", {})}
+
+
 def _finish(out: Path, result: dict[str, Any]) -> dict[str, Any]:
     from codesign.io import write_json_atomic
 
@@ -192,17 +221,16 @@ def _finish(out: Path, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
-    from codesign.data import evaluate, load_dataset
+    from codesign.data import evaluate
     from codesign.pipeline import load_model
 
     model, _, _ = load_model(args.checkpoint, args.model)
-    dataset = load_dataset(args.data, args.download)
+    dataset = _dataset(args)
     result = evaluate(model, dataset.test)
     return _finish(args.out, {"top1": result["top1"], "samples": result["samples"]})
 
 
 def cmd_ptq(args: argparse.Namespace) -> dict[str, Any]:
-    from codesign.data import load_dataset
     from codesign.pipeline import (
         layer_bits_rows,
         load_model,
@@ -214,13 +242,14 @@ def cmd_ptq(args: argparse.Namespace) -> dict[str, Any]:
 
     spec = _quant_spec(args)
     float_model, name, recipe = load_model(args.checkpoint, args.model)
-    dataset = load_dataset(args.data, args.download)
+    dataset = _dataset(args)
     model, info = run_ptq(float_model, dataset, spec, args.calib_samples)
     result = {
         "fp32_top1": top1(float_model, dataset),
         "quant_top1": top1(model, dataset),
         "calib_seconds": info["calib_seconds"],
-        "calib_samples": min(args.calib_samples, len(dataset.train)),
+        "calib_samples": info["subsets"]["calibration"]["size"],
+        "subsets": _subsets(dataset, info),
         "quant": spec.to_dict(),
         "layers": layer_bits_rows(model),
     }
@@ -236,7 +265,6 @@ def cmd_ptq(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_qat(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.config import TrainSpec
-    from codesign.data import load_dataset
     from codesign.pipeline import (
         layer_bits_rows,
         load_model,
@@ -257,7 +285,7 @@ def cmd_qat(args: argparse.Namespace) -> dict[str, Any]:
         weight_decay=0.0,
     )
     float_model, name, recipe = load_model(args.checkpoint, args.model)
-    dataset = load_dataset(args.data, args.download)
+    dataset = _dataset(args)
     args.out.mkdir(parents=True, exist_ok=True)
     model, info = run_qat(
         float_model,
@@ -273,6 +301,7 @@ def cmd_qat(args: argparse.Namespace) -> dict[str, Any]:
         "quant_top1": top1(model, dataset),
         "calib_seconds": info["calib_seconds"],
         "train_seconds": info["train_seconds"],
+        "subsets": _subsets(dataset, info),
         "epochs": args.epochs,
         "quant": spec.to_dict(),
         "train": train_spec.to_dict(),
@@ -293,14 +322,13 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from codesign.config import TrainSpec
-    from codesign.data import load_dataset
     from codesign.models import create_model
     from codesign.pipeline import model_kwargs_for, save_model, top1
     from codesign.train import train
 
     if not args.model:
         raise ConfigError("train needs --model (see list_models())")
-    dataset = load_dataset(args.data, args.download)
+    dataset = _dataset(args)
     torch.manual_seed(args.seed)
     kwargs = {"num_classes": dataset.num_classes, "in_channels": dataset.in_channels}
     model = create_model(args.model, **kwargs)
@@ -340,7 +368,7 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
     import copy
 
     from codesign.config import SparsitySpec
-    from codesign.data import load_dataset, make_forward_loop
+    from codesign.data import make_forward_loop
     from codesign.pipeline import load_model, model_kwargs_for, run_ptq, save_model, top1
     from codesign.sparsity import CubicTiming, finetune_pruned, sparsity_report
     from codesign.sparsity.apply import prune_model_
@@ -365,11 +393,14 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
     }
     timing = CubicTiming(**{key: value for key, value in given.items() if value is not None})
     float_model, name, recipe = load_model(args.checkpoint, args.model)
-    dataset = load_dataset(args.data, args.download)
+    dataset = _dataset(args)
     model = copy.deepcopy(float_model)
-    calibration = make_forward_loop(dataset.train, 256, args.calib_samples)
+    images, calibration = dataset.calibration_set(args.calib_samples)
     # One-shot at the final level, evaluated before any fine-tuning.
-    pruning_info = prune_model_(model, spec, calibration)
+    pruning_info = prune_model_(model, spec, make_forward_loop(images, 256))
+    subsets = {"validation": dataset.validation_info.to_dict()}
+    if spec.method == "sparsegpt":
+        subsets["calibration"] = calibration.to_dict()
     result: dict[str, Any] = {
         "spec": spec.to_dict(),
         **pruning_info,
@@ -419,13 +450,15 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
         model, info = run_ptq(model, dataset, quant_spec, args.calib_samples)
         result["quant_top1"] = top1(model, dataset)
         result["calib_seconds"] = info["calib_seconds"]
+        subsets.update(info["subsets"])
         new_recipe["quant"] = quant_spec.to_dict()
+    result["subsets"] = subsets
     save_model(args.out / "model.pt", model, name, new_recipe, model_kwargs_for(model))
     return _finish(args.out, result)
 
 
 def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
-    from codesign.data import load_dataset, make_forward_loop
+    from codesign.data import make_forward_loop
     from codesign.hw import (
         capture,
         load_arch,
@@ -439,11 +472,16 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
     arch = load_arch(args.arch)
     energy = load_energy_table(args.energy)
     model, _, _ = load_model(args.checkpoint, args.model)
-    dataset = load_dataset(args.data, args.download)
-    records = capture(model, make_forward_loop(dataset.test, 64, args.samples))
+    dataset = _dataset(args)
+    images, captured = dataset.capture_set(args.samples)
+    records = capture(model, make_forward_loop(images, 64))
     costs = simulate(records, arch, energy)
     result = summarize(costs, args.arch.stem)
-    result["samples"] = min(args.samples, len(dataset.test))
+    result["samples"] = captured.size
+    result["subsets"] = {
+        "validation": dataset.validation_info.to_dict(),
+        "capture": captured.to_dict(),
+    }
     write_layers_csv(costs, args.out / "layers.csv")
     return _finish(args.out, result)
 

@@ -23,6 +23,9 @@ PRUNE_METHODS = ("magnitude", "sparsegpt")
 # Training images that calibrate PTQ ranges and feed SparseGPT, unless a command or recipe
 # says otherwise (``--calib-samples``, ``[data] calib_samples``).
 DEFAULT_CALIB_SAMPLES = 512
+# Share of the training split held out as the validation split (``--validation-fraction``,
+# ``[data] validation_fraction``): what the search and any model selection read.
+DEFAULT_VALIDATION_FRACTION = 0.1
 
 if sys.version_info >= (3, 11):
     import tomllib

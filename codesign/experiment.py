@@ -27,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from codesign.data import Dataset, evaluate, load_dataset, make_forward_loop
-from codesign.data.datasets import Split
+from codesign.data.datasets import Split, stratified
 from codesign.errors import CodesignError, ConfigError
 from codesign.hw import capture, load_arch, load_energy_table, simulate
 from codesign.hw.arch import ArchSpec
@@ -163,9 +163,18 @@ def open_study(recipe: Recipe, out: str | Path, progress: bool = True) -> Study:
         image_size=recipe.data.image_size or None,
         max_train=recipe.data.max_train_samples or None,
         max_test=recipe.data.max_test_samples or None,
+        validation_fraction=recipe.data.validation_fraction,
+        subset_seed=recipe.data.subset_seed,
     )
     if recipe.data.eval_samples:
-        dataset = dataclasses.replace(dataset, test=dataset.test.take(recipe.data.eval_samples))
+        test, _ = stratified(
+            dataset.test,
+            recipe.data.eval_samples,
+            recipe.data.subset_seed,
+            "evaluation",
+            dataset.num_classes,
+        )
+        dataset = dataclasses.replace(dataset, test=test)
     if recipe.model.checkpoint is not None:
         checkpoint = resolve_checkpoint(recipe.model.checkpoint)
     else:
@@ -205,12 +214,14 @@ def build_variant(study: Study, variant: VariantSpec) -> tuple[nn.Module, dict[s
     model = copy.deepcopy(study.float_model)
     # A teacher is frozen in place by the fine-tuning loops; the student must train.
     model.requires_grad_(True)
-    info: dict[str, Any] = {"train_seconds": 0.0, "calib_seconds": 0.0}
+    info: dict[str, Any] = {"train_seconds": 0.0, "calib_seconds": 0.0, "subsets": {}}
     calib = study.recipe.data.calib_samples
     if variant.sparsity is not None:
         # Pruned at the final level first, as `codesign prune` does before fine-tuning.
-        calibration = make_forward_loop(study.dataset.train, 256, calib)
-        info["pruning"] = prune_model_(model, variant.sparsity, calibration)
+        images, calibration = study.dataset.calibration_set(calib)
+        info["pruning"] = prune_model_(model, variant.sparsity, make_forward_loop(images, 256))
+        if variant.sparsity.method == "sparsegpt":
+            info["subsets"]["calibration"] = calibration.to_dict()
         finetune = variant.finetune
         if finetune is not None and finetune.epochs > 0:
             spec = dataclasses.replace(finetune, seed=study.recipe.seed)
@@ -233,6 +244,7 @@ def build_variant(study: Study, variant: VariantSpec) -> tuple[nn.Module, dict[s
         else:
             model, quant_info = run_ptq(model, study.dataset, variant.quant, calib)
         info["calib_seconds"] = quant_info["calib_seconds"]
+        info["subsets"].update(quant_info["subsets"])
     model.eval()
     return model, info
 
@@ -297,20 +309,26 @@ def measured_densities(records: Sequence[LayerRecord]) -> dict[str, float]:
 
 
 def score_model(study: Study, model: nn.Module, test: Split | None = None) -> dict[str, Any]:
-    """Top-1 on the test split, then one capture and a simulation on every datapath."""
+    """Top-1 on the test split (reported) and the validation split (what the search reads),
+    then one capture of validation images and a simulation on every datapath."""
     from codesign.sparsity import sparsity_report
 
     split = test if test is not None else study.dataset.test
     accuracy = evaluate(model, split)
-    records = capture(
-        model,
-        make_forward_loop(study.dataset.test, CAPTURE_BATCH, study.recipe.data.capture_samples),
-    )
+    validation = study.dataset.validation
+    assert validation is not None and study.dataset.validation_info is not None
+    images, captured = study.dataset.capture_set(study.recipe.data.capture_samples)
+    records = capture(model, make_forward_loop(images, CAPTURE_BATCH))
     report = sparsity_report(model)
     return {
         "top1": float(accuracy["top1"]),
         "correct": int(accuracy["correct"]),
         "samples": int(accuracy["samples"]),
+        "val_top1": float(evaluate(model, validation)["top1"]),
+        "subsets": {
+            "validation": study.dataset.validation_info.to_dict(),
+            "capture": captured.to_dict(),
+        },
         "weight_sparsity": report["sparsity"],
         "captured_samples": records[0].n,
         **measured_densities(records),
@@ -349,6 +367,7 @@ def run_variant(study: Study, variant: VariantSpec, force: bool = False) -> dict
     model, info = build_variant(study, variant)
     pruning = info.pop("pruning", {})
     scored = score_model(study, model)
+    scored["subsets"].update(info.pop("subsets"))
     directory.mkdir(parents=True, exist_ok=True)
     recipe = {}
     if variant.sparsity is not None:

@@ -86,11 +86,19 @@ def run_ptq(
     calib_samples: int = DEFAULT_CALIB_SAMPLES,
     learned_rounding: bool = True,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Quantize a copy of ``float_model`` and calibrate it on the first ``calib_samples``
-    training images; returns (quantized model, calibration info)."""
-    loop = make_forward_loop(dataset.train, 256, calib_samples)
+    """Quantize a copy of ``float_model`` and calibrate it on ``calib_samples`` training images
+    (a seeded class-stratified sample, :meth:`Dataset.calibration_set`); returns (quantized
+    model, calibration info with ``subsets["calibration"]``)."""
+    images, subset = dataset.calibration_set(calib_samples)
     model = quantize_(copy.deepcopy(float_model), spec)
-    info = calibrate(model, loop, spec, float_model=float_model, learned_rounding=learned_rounding)
+    info = calibrate(
+        model,
+        make_forward_loop(images, 256),
+        spec,
+        float_model=float_model,
+        learned_rounding=learned_rounding,
+    )
+    info["subsets"] = {"calibration": subset.to_dict()}
     return model, info
 
 

@@ -37,6 +37,7 @@ from typing import Any
 
 from codesign.config import (
     DEFAULT_CALIB_SAMPLES,
+    DEFAULT_VALIDATION_FRACTION,
     PRUNE_METHODS,
     QuantSpec,
     SparsitySpec,
@@ -85,11 +86,13 @@ class ModelSpec:
 class DataSpec:
     """``source`` is a ``--data`` spec (digits | cifar10:DIR | imagefolder:DIR | npz:FILE).
 
-    ``calib_samples`` training images calibrate PTQ; ``capture_samples`` test images are run
-    through the hooked model for the hardware model; ``eval_samples`` caps the test images
-    scored (0: all). ``image_size`` resizes and centre-crops ImageFolder images (ImageNet);
-    ``max_train_samples`` / ``max_test_samples`` load only that many images, spread over the
-    classes (0: all).
+    ``validation_fraction`` of the training split is held out as the validation split (what
+    the search reads; never calibrated or trained on). ``calib_samples`` training images
+    calibrate PTQ; ``capture_samples`` validation images are run through the hooked model for
+    the hardware model; ``eval_samples`` caps the test images scored (0: all).
+    ``image_size`` resizes and centre-crops ImageFolder images (ImageNet);
+    ``max_train_samples`` / ``max_test_samples`` load only that many images (0: all). Every
+    subset is a class-stratified sample seeded by ``subset_seed``.
     """
 
     source: str = "digits"
@@ -100,6 +103,8 @@ class DataSpec:
     image_size: int = 0
     max_train_samples: int = 0
     max_test_samples: int = 0
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
+    subset_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.calib_samples < 1 or self.capture_samples < 1 or self.eval_samples < 0:
@@ -159,8 +164,8 @@ class SearchSpec:
 
     ``weight_bits`` / ``act_bits``: widths each layer may take. ``sparsity``: "dense", N:M
     patterns and unstructured levels per layer. ``datapath``: the architecture whose
-    simulated per-layer energy is minimised. ``sensitivity_samples`` training images measure
-    each layer's accuracy drop (the test split is never used to choose). ``verify``: how many
+    simulated per-layer energy is minimised. ``sensitivity_samples`` validation images
+    measure each layer's accuracy drop (the test split is never used to choose). ``verify``: how many
     configurations of the searched front are built and evaluated for real. ``finetune``: fine-
     tuning of sparse configurations before their verification (none if absent). ``qat``:
     quantization-aware training of every verified configuration after its PTQ, pruning masks

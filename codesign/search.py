@@ -9,18 +9,21 @@ and simulated per-layer energy, verified by building and evaluating the chosen m
    tensors and simulating them on the search datapath gives each layer's energy under that
    option: the per-layer energy table.
 3. Sensitivity. For each layer and option, the reference model with only that layer swapped
-   for its twin from the option's uniform model is scored on training images the calibration
-   did not use (the test split never steers the choice): accuracy drop in points.
+   for its twin from the option's uniform model is scored on validation images (held out of
+   calibration and training; the test split never steers the choice): accuracy drop in
+   points.
 4. Choice. Predicted accuracy = reference accuracy - sum of per-layer drops (each change
    charged at least one sensitivity image, see :func:`charged_drops`),
    predicted energy = sum of per-layer energies. A multiple-choice knapsack solved by dynamic
    programming over the discretised drop gives, for every drop level, the cheapest assignment:
-   the searched front. The constraint (``energy_budget_uj`` or ``accuracy_floor``) picks one.
+   the searched front. The constraint (``energy_budget_uj`` or ``accuracy_floor``, a
+   validation top-1) picks one.
 5. Verification. The picked configuration and others spread along the front become ordinary
    recipe variants (per-layer overrides), built, fine-tuned where ``[search.finetune]`` says,
-   quantization-aware trained where ``[search.qat]`` says (masks kept), evaluated on the test
-   split and simulated like any variant; the report shows them beside the recipe's uniform
-   variants, with the ones each dominates on the same datapath.
+   quantization-aware trained where ``[search.qat]`` says (masks kept), evaluated on the
+   validation split (which decides whether a build meets the constraint) and on the test
+   split (only reported), and simulated like any variant; the report shows them beside the
+   recipe's uniform variants, with the ones each dominates on the same datapath.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from tqdm import tqdm
 
 from codesign.config import LayerOverride, QuantSpec, SparsitySpec
 from codesign.data.datasets import Split
+from codesign.data.subsets import SubsetInfo
 from codesign.errors import ConfigError
 from codesign.experiment import Study, build_variant, datapath_summary, run_variant
 from codesign.hw import capture
@@ -140,11 +144,9 @@ def searchable_layers(model: nn.Module, spec: SearchSpec) -> list[str]:
     return [n for n in names if n not in kept]
 
 
-def sensitivity_split(study: Study, samples: int) -> Split:
-    """Training images after the calibration ones (never the test split)."""
-    train = study.dataset.train
-    start = min(study.recipe.data.calib_samples, max(len(train) - samples, 0))
-    return Split(train.images[start : start + samples], train.labels[start : start + samples])
+def sensitivity_split(study: Study, samples: int) -> tuple[Split, SubsetInfo]:
+    """``samples`` validation images, class-stratified (never training or test images)."""
+    return study.dataset.sensitivity_set(samples)
 
 
 def solve_front(
@@ -221,8 +223,8 @@ def measure_tables(
             f"search.datapath {spec.datapath!r} is not in hardware.archs "
             f"({', '.join(d.name for d in study.datapaths)})"
         )
-    split = sensitivity_split(study, spec.sensitivity_samples)
-    forward = study.recipe.data.capture_samples
+    split, sensitivity = sensitivity_split(study, spec.sensitivity_samples)
+    captured, _ = study.dataset.capture_set(study.recipe.data.capture_samples)
     from codesign.data import make_forward_loop
 
     models, energy_rows, fixed_energy = [], [], 0.0
@@ -230,7 +232,7 @@ def measure_tables(
         tqdm(options, desc="uniform models", disable=not study.progress)
     ):
         model, _ = build_variant(study, option_variant(option, spec, option.label))
-        records = capture(model, make_forward_loop(study.dataset.test, 64, forward))
+        records = capture(model, make_forward_loop(captured, 64))
         summary = datapath_summary(records, datapath)
         per_layer = {row["name"]: row["energy_uj"] for row in summary["layers"]}
         energy_rows.append([per_layer[name] for name in layer_names])
@@ -250,6 +252,7 @@ def measure_tables(
         drops[layer_index, option_index] = max(reference[0] - top1, reference[1] - soft)
     return {
         "reference_top1": reference[0],
+        "sensitivity_subset": sensitivity.to_dict(),
         "energy_uj": np.array(energy_rows).T,  # [layers, options]
         "fixed_energy_uj": fixed_energy,
         "drops": drops,
@@ -335,7 +338,7 @@ def first_guess(
     if not feasible:
         raise ConfigError(
             f"no configuration is predicted to keep {accuracy_floor} % (reference "
-            f"{reference_top1:.2f} % on the test split): lower --accuracy-floor"
+            f"{reference_top1:.2f} % on the validation split): lower --accuracy-floor"
         )
     return feasible[-1]
 
@@ -396,13 +399,12 @@ def run_search(
     tables = cached_tables(study, spec, options, layer_names, force)
     drops = charged_drops(tables["drops"], spec.sensitivity_samples)
     front = solve_front(drops, tables["energy_uj"])
-    # Drops are measured on training images; predictions start from the reference
-    # assignment's test accuracy (the reference is fixed before the search, so reading its
-    # test score steers nothing).
+    # Drops are measured on the sensitivity images; predictions start from the reference
+    # assignment's top-1 on the whole validation split, the figure a build is judged by.
     reference = run_variant(
         study, option_variant(options[0], spec, "search-reference-w8a8"), force=force
     )
-    base_top1 = float(reference["top1"])
+    base_top1 = float(reference["val_top1"])
     guess = first_guess(
         front, base_top1, tables["fixed_energy_uj"], energy_budget_uj, accuracy_floor
     )
@@ -433,7 +435,7 @@ def run_search(
     def meets(index: int) -> bool:
         result = verify(index)
         if accuracy_floor is not None:
-            return result["top1"] >= accuracy_floor
+            return result["val_top1"] >= accuracy_floor
         return result["datapaths"][spec.datapath]["energy_uj"] <= energy_budget_uj
 
     # Layer drops do not add up exactly (one-shot pruning of many layers hurts more than the
@@ -488,8 +490,12 @@ def run_search(
         "objective": objective,
         "datapath": spec.datapath,
         "sensitivity_samples": spec.sensitivity_samples,
+        "subsets": {
+            "validation": study.dataset.validation_info.to_dict(),
+            "sensitivity": tables["sensitivity_subset"],
+        },
         "reference_top1_sensitivity": tables["reference_top1"],
-        "reference_top1": base_top1,
+        "reference_val_top1": base_top1,
         "options": [o.label for o in options],
         "layers": list(layer_names),
         "sensitivity_drop_points": tables["drops"].round(4).tolist(),

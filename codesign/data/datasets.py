@@ -11,6 +11,12 @@ Data specs (the CLI's ``--data``):
 - ``imagefolder:DIR``: ``DIR/train`` for calibration/fine-tuning, ``DIR/test`` (or ``DIR/val``)
   for evaluation, torchvision ``ImageFolder`` layout.
 - ``npz:FILE``: arrays ``x_train, y_train, x_test, y_test`` (NHWC or NCHW, uint8 or float).
+
+Every data set then holds out a validation split carved from ``train`` (seeded,
+class-stratified, ``validation_fraction`` of it): calibration and fine-tuning use the rest of
+``train``, the search and any model selection read ``validation``, and ``test`` is only ever
+reported. Every subset (calibration, capture, sensitivity, a capped split) is a seeded,
+class-stratified sample (:mod:`codesign.data.subsets`), never a prefix.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from codesign.config import DEFAULT_VALIDATION_FRACTION
+from codesign.data.subsets import SubsetInfo, stratified_indices, subset_info
 from codesign.errors import DataError
 
 # ImageNet statistics; the shared CIFAR ResNet-20 checkpoint was trained with them.
@@ -38,11 +46,19 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def take(self, count: int | None) -> Split:
-        """The first ``count`` samples (all if None)."""
-        if count is None or count >= len(self):
-            return self
-        return Split(self.images[:count], self.labels[:count])
+    def select(self, indices: torch.Tensor) -> Split:
+        """The samples at ``indices`` (int64 [n]), in that order."""
+        return Split(self.images[indices], self.labels[indices])
+
+
+def stratified(
+    split: Split, count: int | None, seed: int, purpose: str, num_classes: int
+) -> tuple[Split, SubsetInfo]:
+    """A seeded class-stratified sample of ``count`` samples of ``split`` (all of them, in a
+    seeded order, when ``count`` is None or not smaller) and its :class:`SubsetInfo`."""
+    wanted = len(split) if count is None else count
+    indices = stratified_indices(split.labels, wanted, seed, purpose, num_classes)
+    return split.select(indices), subset_info(split.labels, indices, num_classes)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -55,10 +71,61 @@ class Dataset:
     num_classes: int
     flip_augment: bool  # horizontal flips preserve the label (not for digits)
     pad_augment: int  # random-crop padding in pixels for training augmentation
+    # Held out of the training split (see the module docstring); None until carved.
+    validation: Split | None = None
+    validation_info: SubsetInfo | None = None
+    subset_seed: int = 0
 
     @property
     def in_channels(self) -> int:
         return int(self.train.images.shape[1])
+
+    def calibration_set(self, count: int) -> tuple[Split, SubsetInfo]:
+        """``count`` training images (never validation) for calibration and SparseGPT."""
+        return stratified(self.train, count, self.subset_seed, "calibration", self.num_classes)
+
+    def capture_set(self, count: int) -> tuple[Split, SubsetInfo]:
+        """``count`` validation images whose tensors the hardware model measures."""
+        return stratified(self._held_out(), count, self.subset_seed, "capture", self.num_classes)
+
+    def sensitivity_set(self, count: int) -> tuple[Split, SubsetInfo]:
+        """``count`` validation images on which the search measures per-layer drops."""
+        return stratified(
+            self._held_out(), count, self.subset_seed, "sensitivity", self.num_classes
+        )
+
+    def _held_out(self) -> Split:
+        if self.validation is None:
+            raise DataError("this data set has no validation split: load it with load_dataset")
+        return self.validation
+
+
+def carve_validation(dataset: Dataset, fraction: float, seed: int) -> Dataset:
+    """Move a seeded class-stratified ``fraction`` of ``dataset.train`` into ``validation``;
+    the rest stays the training split (calibration and fine-tuning never see validation)."""
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"validation fraction must lie in (0, 1), got {fraction}")
+    train = dataset.train
+    count = max(1, round(fraction * len(train)))
+    if count >= len(train):
+        raise DataError(
+            f"{dataset.name}: holding out {count} of {len(train)} training samples for "
+            "validation leaves none to train on; give more training data or a smaller fraction"
+        )
+    # Proportional: the validation split keeps the training split's class balance.
+    held = stratified_indices(
+        train.labels, count, seed, "validation", dataset.num_classes, balanced=False
+    )
+    is_held = torch.zeros(len(train), dtype=torch.bool)
+    is_held[held] = True
+    rest = torch.nonzero(~is_held).squeeze(1)  # training order is shuffled per epoch anyway
+    return dataclasses.replace(
+        dataset,
+        train=train.select(rest),
+        validation=train.select(held),
+        validation_info=subset_info(train.labels, held, dataset.num_classes),
+        subset_seed=seed,
+    )
 
 
 def _normalise(images_uint8_nchw: torch.Tensor, mean: tuple, std: tuple) -> torch.Tensor:
@@ -125,19 +192,12 @@ def _decode_files(paths: list[str], image_size: int | None = None) -> torch.Tens
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def _spread(count: int, limit: int | None) -> list[int]:
-    """At most ``limit`` indices spread evenly over ``range(count)`` (every class of a sorted
-    ImageFolder keeps its share)."""
-    if limit is None or limit >= count:
-        return list(range(count))
-    return np.linspace(0, count - 1, num=limit).round().astype(int).tolist()
-
-
 def _imagefolder_split(
     root: Path,
     classes: list[str] | None,
     image_size: int | None = None,
     limit: int | None = None,
+    seed: int = 0,
 ) -> tuple[Split, list[str]]:
     from torchvision.datasets import ImageFolder
 
@@ -150,9 +210,17 @@ def _imagefolder_split(
             f"{root} has classes {folder.classes[:5]}... but the training split has "
             f"{classes[:5]}...; both splits need the same class folders"
         )
-    samples = [folder.samples[i] for i in _spread(len(folder.samples), limit)]
-    paths = [path for path, _ in samples]
-    labels = torch.tensor([label for _, label in samples], dtype=torch.long)
+    all_labels = torch.tensor(folder.targets, dtype=torch.long)
+    keep = torch.arange(len(all_labels))
+    if limit is not None and limit < len(all_labels):
+        # Chosen before decoding: a capped ImageNet split never has to fit in memory whole.
+        keep = (
+            stratified_indices(all_labels, limit, seed, f"cap:{root.name}", len(folder.classes))
+            .sort()
+            .values
+        )
+    paths = [folder.samples[i][0] for i in keep.tolist()]
+    labels = all_labels[keep]
     images = _normalise(_decode_files(paths, image_size), CIFAR_MEAN, CIFAR_STD)
     return Split(images, labels), folder.classes
 
@@ -162,10 +230,12 @@ def load_imagefolder_dataset(
     image_size: int | None = None,
     max_train: int | None = None,
     max_test: int | None = None,
+    seed: int = 0,
 ) -> Dataset:
     """``DIR/train`` and ``DIR/test`` (or ``DIR/val``); ``image_size`` resizes and centre-crops
-    (needed for ImageNet, whose images differ in size); ``max_train``/``max_test`` keep that
-    many images spread over the classes (a whole ImageNet split does not fit in memory)."""
+    (needed for ImageNet, whose images differ in size); ``max_train``/``max_test`` keep a
+    seeded class-stratified sample of that many images (a whole ImageNet split does not fit in
+    memory)."""
     base = Path(root)
     if not base.is_dir():
         raise DataError(f"data directory not found: {base} (imagefolder:DIR needs DIR/train)")
@@ -175,8 +245,8 @@ def load_imagefolder_dataset(
         raise DataError(
             f"{base} must contain train/ and test/ (or val/) sub-folders in ImageFolder layout"
         )
-    train, classes = _imagefolder_split(train_dir, None, image_size, max_train)
-    test, _ = _imagefolder_split(test_dir, classes, image_size, max_test)
+    train, classes = _imagefolder_split(train_dir, None, image_size, max_train, seed)
+    test, _ = _imagefolder_split(test_dir, classes, image_size, max_test, seed)
     return Dataset(f"imagefolder:{base}", train, test, len(classes), True, 4)
 
 
@@ -232,11 +302,15 @@ def load_dataset(
     image_size: int | None = None,
     max_train: int | None = None,
     max_test: int | None = None,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    subset_seed: int = 0,
 ) -> Dataset:
-    """Load a data spec (see the module docstring); checks every split is non-empty and finite.
+    """Load a data spec (see the module docstring); checks every split is non-empty and finite,
+    then holds out ``validation_fraction`` of the training split as ``validation``.
 
-    ``image_size``, ``max_train`` and ``max_test`` apply to ``imagefolder:DIR`` (see
-    :func:`load_imagefolder_dataset`); other kinds take ``max_*`` as a plain prefix cap.
+    ``image_size`` applies to ``imagefolder:DIR`` (see :func:`load_imagefolder_dataset`);
+    ``max_train`` / ``max_test`` keep a seeded class-stratified sample of each split;
+    ``subset_seed`` seeds those caps, the validation split and every later subset.
     """
     kind, _, location = spec.partition(":")
     if kind == "digits" and not location:
@@ -244,15 +318,21 @@ def load_dataset(
     elif kind == "cifar10" and location:
         dataset = load_cifar10_dataset(location, download)
     elif kind == "imagefolder" and location:
-        dataset = load_imagefolder_dataset(location, image_size, max_train, max_test)
+        dataset = load_imagefolder_dataset(location, image_size, max_train, max_test, subset_seed)
     elif kind == "npz" and location:
         dataset = load_npz_dataset(location)
     else:
         raise DataError(f"unknown data spec {spec!r}: use one of {', '.join(DATA_KINDS)}")
-    if kind != "imagefolder":
-        dataset = dataclasses.replace(
-            dataset, train=dataset.train.take(max_train), test=dataset.test.take(max_test)
-        )
     _checked(dataset.train, f"{spec} train split")
     _checked(dataset.test, f"{spec} test split")
-    return dataset
+    if kind != "imagefolder":
+        caps = {"train": max_train, "test": max_test}
+        capped = {
+            name: stratified(
+                getattr(dataset, name), limit, subset_seed, f"cap:{name}", dataset.num_classes
+            )[0]
+            for name, limit in caps.items()
+            if limit is not None and limit < len(getattr(dataset, name))
+        }
+        dataset = dataclasses.replace(dataset, **capped)
+    return carve_validation(dataset, validation_fraction, subset_seed)

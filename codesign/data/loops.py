@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from codesign.data.datasets import Split
+from codesign.data.subsets import stratified_indices
 from codesign.errors import DataError
 
 ForwardLoop = Callable[[nn.Module], None]
@@ -56,12 +57,18 @@ def augment(
 
 
 def make_forward_loop(
-    split: Split, batch_size: int = 256, samples: int | None = None
+    split: Split, batch_size: int = 256, samples: int | None = None, seed: int = 0
 ) -> ForwardLoop:
-    """A callable that runs the first ``samples`` images of ``split`` through a model."""
-    data = split.take(samples)
-    if len(data) == 0:
+    """A callable that runs ``split`` through a model in batches of ``batch_size``.
+
+    With ``samples``, only a seeded class-stratified sample of that many images (the one
+    ``Dataset.calibration_set`` draws for the same seed), never the first ones.
+    """
+    if (samples is not None and samples < 1) or len(split) == 0:
         raise DataError("the calibration/capture set is empty: give at least one sample")
+    data = split
+    if samples is not None and samples < len(split):
+        data = split.select(stratified_indices(split.labels, samples, seed, "calibration"))
 
     def forward_loop(model: nn.Module) -> None:
         with torch.no_grad():
