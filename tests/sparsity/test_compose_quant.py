@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from codesign import quant
 from codesign.config import QuantSpec, SparsitySpec
 from codesign.sparsity import SparsityWarning, prune_, sparsity_report, update_masks_, weight_masks
-
-quant = pytest.importorskip("codesign.quant")
 
 
 def _calibrated(model: torch.nn.Module, weight_bits: int) -> QuantSpec:
