@@ -8,14 +8,18 @@ and one line on stderr.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from codesign.config import DEFAULT_CALIB_SAMPLES, DEFAULT_VALIDATION_FRACTION, PRUNE_METHODS
+from codesign.config import (
+    DEFAULT_CALIB_SAMPLES,
+    DEFAULT_QAT,
+    DEFAULT_VALIDATION_FRACTION,
+    PRUNE_METHODS,
+)
 from codesign.errors import CodesignError, ConfigError
 
 DEMO_CHECKPOINT = Path(__file__).parent / "checkpoints" / "resnet8-digits.pt"
@@ -111,10 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("qat", help="quantization-aware training (LSQ) from a float checkpoint")
     _common(p)
     _quant_args(p)
-    p.add_argument("--epochs", type=int, default=8)
-    # Folded BN leaves no normalisation: 0.002 diverged within 3 steps on ResNet-20 W4A4.
-    p.add_argument("--lr", type=float, default=0.0002)
-    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--epochs", type=int, help=f"QAT epochs (default {DEFAULT_QAT.epochs})")
+    p.add_argument(
+        "--lr", type=float, help=f"peak SGD learning rate, cosine (default {DEFAULT_QAT.lr})"
+    )
+    p.add_argument("--batch-size", type=_positive_int, help=f"default {DEFAULT_QAT.batch_size}")
 
     p = sub.add_parser("train", help="train a model from scratch (float)")
     _common(p, checkpoint=False)
@@ -207,9 +212,9 @@ def _dataset(args: argparse.Namespace) -> Any:
     )
 
 
-def _subsets(dataset: Any, info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``result.json["subsets"]``: the validation split and the subsets ``info`` names."""
-    return {"validation": dataset.validation_info.to_dict(), **(info or {}).get("subsets", {})}
+def _subsets(dataset: Any, info: Any = None) -> dict[str, Any]:
+    """``result.json["subsets"]``: the validation split and the subsets a build drew."""
+    return {"validation": dataset.validation_info.to_dict(), **(info.subsets if info else {})}
 
 
 def _finish(out: Path, result: dict[str, Any]) -> dict[str, Any]:
@@ -230,91 +235,85 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     return _finish(args.out, {"top1": result["top1"], "samples": result["samples"]})
 
 
-def cmd_ptq(args: argparse.Namespace) -> dict[str, Any]:
-    from codesign.pipeline import (
-        layer_bits_rows,
-        load_model,
-        model_kwargs_for,
-        run_ptq,
-        save_model,
-        top1,
+def _build(
+    args: argparse.Namespace, float_model: Any, dataset: Any, steps: tuple[Any, ...]
+) -> tuple[Any, Any]:
+    """Run a variant's steps exactly as a recipe variant runs them, recording test top-1
+    after each step; resumable training state lives in ``--out``."""
+    from codesign.pipeline import BuildContext, build
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    ctx = BuildContext(
+        float_model,
+        dataset,
+        seed=args.seed,
+        calib_samples=args.calib_samples,
+        state_dir=args.out,
+        progress=not args.quiet,
+        evaluate_steps=True,
     )
+    return build(ctx, steps)
+
+
+def _save(args: argparse.Namespace, model: Any, name: str, recipe: dict[str, Any]) -> None:
+    from codesign.pipeline import model_kwargs_for, save_model
+
+    save_model(args.out / "model.pt", model, name, recipe, model_kwargs_for(model))
+    for state in ("qat_state.pt", "finetune_state.pt"):
+        (args.out / state).unlink(missing_ok=True)
+
+
+def cmd_ptq(args: argparse.Namespace) -> dict[str, Any]:
+    from codesign.pipeline import layer_bits_rows, load_model, top1, variant_steps
 
     spec = _quant_spec(args)
     float_model, name, recipe = load_model(args.checkpoint, args.model)
     dataset = _dataset(args)
-    model, info = run_ptq(float_model, dataset, spec, args.calib_samples)
+    model, info = _build(args, float_model, dataset, variant_steps(quant=spec))
     result = {
         "fp32_top1": top1(float_model, dataset),
-        "quant_top1": top1(model, dataset),
-        "calib_seconds": info["calib_seconds"],
-        "calib_samples": info["subsets"]["calibration"]["size"],
+        "quant_top1": info.step_top1["ptq"],
+        "calib_seconds": info.calib_seconds,
+        "calib_samples": info.subsets["calibration"]["size"],
         "subsets": _subsets(dataset, info),
         "quant": spec.to_dict(),
         "layers": layer_bits_rows(model),
     }
-    save_model(
-        args.out / "model.pt",
-        model,
-        name,
-        {**recipe, "quant": spec.to_dict()},
-        model_kwargs_for(model),
-    )
+    _save(args, model, name, {**recipe, "quant": spec.to_dict()})
     return _finish(args.out, result)
 
 
-def cmd_qat(args: argparse.Namespace) -> dict[str, Any]:
+def _qat_train_spec(args: argparse.Namespace) -> Any:
+    """The QAT defaults recipes use (``QAT_DEFAULTS``) with the options given."""
     from codesign.config import TrainSpec
-    from codesign.pipeline import (
-        layer_bits_rows,
-        load_model,
-        model_kwargs_for,
-        run_qat,
-        save_model,
-        top1,
-    )
+    from codesign.recipe import QAT_DEFAULTS
+
+    given = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size}
+    changes = {key: value for key, value in given.items() if value is not None}
+    return TrainSpec(**{**QAT_DEFAULTS, **changes, "seed": args.seed})
+
+
+def cmd_qat(args: argparse.Namespace) -> dict[str, Any]:
+    from codesign.pipeline import layer_bits_rows, load_model, top1, variant_steps
 
     spec = _quant_spec(args)
-    train_spec = TrainSpec(
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        distill_temperature=4.0,
-        distill_weight=0.9,
-        weight_decay=0.0,
-    )
+    train_spec = _qat_train_spec(args)
     float_model, name, recipe = load_model(args.checkpoint, args.model)
     dataset = _dataset(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    model, info = run_qat(
-        float_model,
-        dataset,
-        spec,
-        train_spec,
-        args.calib_samples,
-        state_path=args.out / "qat_state.pt",
-        progress=not args.quiet,
-    )
+    model, info = _build(args, float_model, dataset, variant_steps(quant=spec, qat=train_spec))
     result = {
         "fp32_top1": top1(float_model, dataset),
-        "quant_top1": top1(model, dataset),
-        "calib_seconds": info["calib_seconds"],
-        "train_seconds": info["train_seconds"],
+        "ptq_top1": info.step_top1["ptq"],
+        "quant_top1": info.step_top1["qat"],
+        "calib_seconds": info.calib_seconds,
+        "train_seconds": info.train_seconds,
         "subsets": _subsets(dataset, info),
-        "epochs": args.epochs,
+        "epochs": train_spec.epochs,
         "quant": spec.to_dict(),
         "train": train_spec.to_dict(),
         "layers": layer_bits_rows(model),
     }
-    save_model(
-        args.out / "model.pt",
-        model,
-        name,
-        {**recipe, "quant": spec.to_dict()},
-        model_kwargs_for(model),
-    )
-    (args.out / "qat_state.pt").unlink(missing_ok=True)
+    _save(args, model, name, {**recipe, "quant": spec.to_dict()})
     return _finish(args.out, result)
 
 
@@ -350,8 +349,9 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _prune_train_spec(args: argparse.Namespace) -> Any:
-    """DEFAULT_FINETUNE with the options given on the command line."""
-    from codesign.sparsity import DEFAULT_FINETUNE
+    """The fine-tuning defaults recipes use (``FINETUNE_DEFAULTS``) with the options given."""
+    from codesign.config import TrainSpec
+    from codesign.recipe import FINETUNE_DEFAULTS
 
     given = {
         "epochs": args.epochs,
@@ -361,18 +361,19 @@ def _prune_train_spec(args: argparse.Namespace) -> Any:
         "distill_weight": args.distill_weight,
     }
     changes = {key: value for key, value in given.items() if value is not None}
-    return dataclasses.replace(DEFAULT_FINETUNE, seed=args.seed, **changes)
+    return TrainSpec(**{**FINETUNE_DEFAULTS, **changes, "seed": args.seed})
 
 
 def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
-    import copy
-
     from codesign.config import SparsitySpec
-    from codesign.data import make_forward_loop
-    from codesign.pipeline import load_model, model_kwargs_for, run_ptq, save_model, top1
-    from codesign.sparsity import CubicTiming, finetune_pruned, sparsity_report
-    from codesign.sparsity.apply import prune_model_
+    from codesign.pipeline import load_model, top1, variant_steps
+    from codesign.sparsity import sparsity_report
 
+    given = {
+        "prune_start": args.prune_start,
+        "prune_end": args.prune_end,
+        "prune_updates": args.prune_updates,
+    }
     spec = SparsitySpec(
         sparsity=args.sparsity,
         scope=args.scope,
@@ -380,54 +381,33 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
         strict=args.strict,
         permute=args.permute,
         method=args.prune_method,
+        **{key: value for key, value in given.items() if value is not None},
     )
     if (args.weight_bits is None) != (args.act_bits is None):
         raise ConfigError("give both --weight-bits and --act-bits to quantize after pruning")
     train_spec = _prune_train_spec(args)
     if args.schedule == "cubic" and train_spec.epochs == 0:
         raise ConfigError("--schedule cubic prunes during fine-tuning: give --epochs >= 1")
-    given = {
-        "start_fraction": args.prune_start,
-        "end_fraction": args.prune_end,
-        "updates_per_epoch": args.prune_updates,
-    }
-    timing = CubicTiming(**{key: value for key, value in given.items() if value is not None})
+    quant_spec = _quant_spec(args) if args.weight_bits is not None else None
     float_model, name, recipe = load_model(args.checkpoint, args.model)
     dataset = _dataset(args)
-    model = copy.deepcopy(float_model)
-    images, calibration = dataset.calibration_set(args.calib_samples)
-    # One-shot at the final level, evaluated before any fine-tuning.
-    pruning_info = prune_model_(model, spec, make_forward_loop(images, 256))
-    subsets = {"validation": dataset.validation_info.to_dict()}
-    if spec.method == "sparsegpt":
-        subsets["calibration"] = calibration.to_dict()
+    steps = variant_steps(sparsity=spec, finetune=train_spec, quant=quant_spec)
+    cpu_started = time.process_time()  # all threads: wall time hides contention
+    model, info = _build(args, float_model, dataset, steps)
+    # The one-shot model is the spec's final level at once, before any fine-tuning.
     result: dict[str, Any] = {
         "spec": spec.to_dict(),
-        **pruning_info,
+        **info.pruning,
         "fp32_top1": top1(float_model, dataset),
-        "oneshot_top1": top1(model, dataset),
+        "oneshot_top1": info.step_top1["prune"],
+        "pruned_top1": info.step_top1.get("finetune", info.step_top1["prune"]),
     }
-    train_seconds = train_cpu_seconds = 0.0
     if train_spec.epochs > 0:
-        cpu_started = time.process_time()  # all threads: wall time hides contention
-        history = finetune_pruned(
-            model,
-            spec,
-            dataset,
-            train_spec,
-            teacher=float_model,
-            timing=timing,
-            progress=not args.quiet,
-        )
-        train_seconds = history["train_seconds"]
-        train_cpu_seconds = time.process_time() - cpu_started
         result["train"] = train_spec.to_dict()
-        if args.schedule == "cubic":
-            result["cubic"] = dataclasses.asdict(timing)
+    # Measured on the float pruned model's masks: quantization keeps pruned zeros exact.
     report = sparsity_report(model)
     result.update(
         {
-            "pruned_top1": top1(model, dataset),
             "sparsity": report["sparsity"],
             "pruned_sparsity": report["pruned_sparsity"],
             "nm_compliant": all(row["nm_compliant"] is not False for row in report["layers"]),
@@ -440,20 +420,17 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
                 }
                 for row in report["layers"]
             ],
-            "train_seconds": train_seconds,
-            "train_cpu_seconds": train_cpu_seconds,
+            "train_seconds": info.train_seconds,
+            "train_cpu_seconds": time.process_time() - cpu_started if train_spec.epochs else 0.0,
+            "subsets": _subsets(dataset, info),
         }
     )
     new_recipe = {**recipe, "sparsity": spec.to_dict()}
-    if args.weight_bits is not None:
-        quant_spec = _quant_spec(args)
-        model, info = run_ptq(model, dataset, quant_spec, args.calib_samples)
-        result["quant_top1"] = top1(model, dataset)
-        result["calib_seconds"] = info["calib_seconds"]
-        subsets.update(info["subsets"])
+    if quant_spec is not None:
+        result["quant_top1"] = info.step_top1["ptq"]
+        result["calib_seconds"] = info.calib_seconds
         new_recipe["quant"] = quant_spec.to_dict()
-    result["subsets"] = subsets
-    save_model(args.out / "model.pt", model, name, new_recipe, model_kwargs_for(model))
+    _save(args, model, name, new_recipe)
     return _finish(args.out, result)
 
 

@@ -148,6 +148,9 @@ class SparsitySpec:
     ``method``: "magnitude" keeps the largest weights; "sparsegpt" (Frantar & Alistarh 2023)
     chooses by the output error on calibration images and repairs the kept weights (one-shot,
     layer-wise levels and N:M; see ``codesign.sparsity.obs``).
+    ``prune_start`` / ``prune_end``: where the cubic schedule ramps, as fractions of the
+    fine-tuning steps; ``prune_updates``: mask updates per epoch (Zhu & Gupta 2017 prune over
+    most of training and leave the rest to recover at the final level).
     """
 
     sparsity: str = "2:4"
@@ -158,8 +161,22 @@ class SparsitySpec:
     overrides: tuple[LayerOverride, ...] = ()
     permute: bool = False
     method: str = "magnitude"
+    prune_start: float = 0.0
+    prune_end: float = 0.6
+    prune_updates: int = 10
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.prune_start < self.prune_end <= 1.0:
+            raise ConfigError(
+                "sparsity.prune_start and prune_end are fractions of the fine-tuning steps "
+                f"with 0 <= start < end <= 1, got {self.prune_start} and {self.prune_end}"
+            )
+        if isinstance(self.prune_updates, bool) or not (
+            isinstance(self.prune_updates, int) and self.prune_updates >= 1
+        ):
+            raise ConfigError(
+                f"sparsity.prune_updates must be an integer >= 1, got {self.prune_updates!r}"
+            )
         if self.scope not in ("layer", "global", "lamp"):
             raise ConfigError(
                 f"unknown pruning scope {self.scope!r}: use 'layer', 'global' or 'lamp'"
@@ -221,6 +238,19 @@ class TrainSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "train") -> TrainSpec:
         return from_dict(cls, data, where)
+
+
+# The fine-tuning `codesign prune` and recipe [finetune] tables use unless told otherwise:
+# SGD (momentum 0.9, Nesterov, wd 5e-4), lr 0.01 cosine, batch 128, distillation from the
+# dense model at T=4 with weight 0.7 (DESIGN.md "Training with little data"), 3 epochs.
+DEFAULT_FINETUNE = TrainSpec(epochs=3, lr=0.01, distill_temperature=4.0, distill_weight=0.7)
+# The QAT `codesign qat` and recipe [qat] tables use unless told otherwise: 8 epochs, lr 2e-4
+# (with BN folded nothing renormalises the weights, so larger rates diverge at 4 bits), no
+# weight decay (it would pull LSQ step sizes and the folded weights towards 0), distillation
+# from the float model at T=4 with weight 0.9.
+DEFAULT_QAT = TrainSpec(
+    epochs=8, lr=0.0002, weight_decay=0.0, distill_temperature=4.0, distill_weight=0.9
+)
 
 
 def to_dict(spec: Any) -> dict[str, Any]:

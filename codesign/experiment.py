@@ -12,7 +12,6 @@ flight; ``force`` recomputes. Timings live in the per-variant files, never in
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import hashlib
@@ -35,12 +34,14 @@ from codesign.hw.energy import EnergyTable
 from codesign.hw.records import LayerCost, LayerRecord
 from codesign.io import sha256_of, write_json_atomic
 from codesign.pipeline import (
+    BuildContext,
+    BuildInfo,
+    build,
     layer_bits_rows,
     load_model,
     model_kwargs_for,
-    run_ptq,
-    run_qat,
     save_model,
+    variant_steps,
 )
 from codesign.recipe import (
     Recipe,
@@ -200,53 +201,19 @@ def open_study(recipe: Recipe, out: str | Path, progress: bool = True) -> Study:
     )
 
 
-def build_variant(study: Study, variant: VariantSpec) -> tuple[nn.Module, dict[str, Any]]:
-    """Apply a variant to a copy of the float model: prune (+ fine-tune), PTQ, QAT.
-
-    The same functions the ``prune`` / ``ptq`` / ``qat`` commands call, in that order, so a
-    variant reproduces the standalone command with the same settings. Returns (model, info
-    with ``train_seconds`` / ``calib_seconds``).
-    """
-    from codesign.sparsity import finetune_pruned
-    from codesign.sparsity.apply import prune_model_
-
-    torch.manual_seed(study.recipe.seed)
-    model = copy.deepcopy(study.float_model)
-    # A teacher is frozen in place by the fine-tuning loops; the student must train.
-    model.requires_grad_(True)
-    info: dict[str, Any] = {"train_seconds": 0.0, "calib_seconds": 0.0, "subsets": {}}
-    calib = study.recipe.data.calib_samples
-    if variant.sparsity is not None:
-        # Pruned at the final level first, as `codesign prune` does before fine-tuning.
-        images, calibration = study.dataset.calibration_set(calib)
-        info["pruning"] = prune_model_(model, variant.sparsity, make_forward_loop(images, 256))
-        if variant.sparsity.method == "sparsegpt":
-            info["subsets"]["calibration"] = calibration.to_dict()
-        finetune = variant.finetune
-        if finetune is not None and finetune.epochs > 0:
-            spec = dataclasses.replace(finetune, seed=study.recipe.seed)
-            history = finetune_pruned(
-                model,
-                variant.sparsity,
-                study.dataset,
-                spec,
-                teacher=study.float_model,
-                progress=study.progress,
-            )
-            info["train_seconds"] += history["train_seconds"]
-    if variant.quant is not None:
-        if variant.qat is not None:
-            qat = dataclasses.replace(variant.qat, seed=study.recipe.seed)
-            model, quant_info = run_qat(
-                model, study.dataset, variant.quant, qat, calib, progress=study.progress
-            )
-            info["train_seconds"] += quant_info["train_seconds"]
-        else:
-            model, quant_info = run_ptq(model, study.dataset, variant.quant, calib)
-        info["calib_seconds"] = quant_info["calib_seconds"]
-        info["subsets"].update(quant_info["subsets"])
-    model.eval()
-    return model, info
+def build_variant(study: Study, variant: VariantSpec) -> tuple[nn.Module, BuildInfo]:
+    """Apply a variant's steps (prune, fine-tune, PTQ, QAT) to a copy of the float model,
+    through the same handlers the ``prune`` / ``ptq`` / ``qat`` commands run, so a variant
+    reproduces the standalone command with the same settings."""
+    ctx = BuildContext(
+        study.float_model,
+        study.dataset,
+        seed=study.recipe.seed,
+        calib_samples=study.recipe.data.calib_samples,
+        progress=study.progress,
+    )
+    steps = variant_steps(variant.sparsity, variant.finetune, variant.quant, variant.qat)
+    return build(ctx, steps)
 
 
 def _layer_rows(costs: Sequence[LayerCost], samples: int) -> list[dict[str, Any]]:
@@ -365,9 +332,8 @@ def run_variant(study: Study, variant: VariantSpec, force: bool = False) -> dict
             return cached
     started = time.perf_counter()
     model, info = build_variant(study, variant)
-    pruning = info.pop("pruning", {})
     scored = score_model(study, model)
-    scored["subsets"].update(info.pop("subsets"))
+    scored["subsets"].update(info.subsets)
     directory.mkdir(parents=True, exist_ok=True)
     recipe = {}
     if variant.sparsity is not None:
@@ -380,8 +346,12 @@ def run_variant(study: Study, variant: VariantSpec, force: bool = False) -> dict
         "variant": variant.name,
         "config": variant.to_dict(),
         **scored,
-        **pruning,
-        "timing": {**info, "total_seconds": time.perf_counter() - started},
+        **info.pruning,
+        "timing": {
+            "train_seconds": info.train_seconds,
+            "calib_seconds": info.calib_seconds,
+            "total_seconds": time.perf_counter() - started,
+        },
     }
     write_json_atomic(result_path, result)
     # Read back what was written, so fresh and resumed runs hand identical data onward.

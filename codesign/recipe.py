@@ -37,6 +37,8 @@ from typing import Any
 
 from codesign.config import (
     DEFAULT_CALIB_SAMPLES,
+    DEFAULT_FINETUNE,
+    DEFAULT_QAT,
     DEFAULT_VALIDATION_FRACTION,
     PRUNE_METHODS,
     QuantSpec,
@@ -47,7 +49,6 @@ from codesign.config import (
     to_dict,
 )
 from codesign.errors import ConfigError
-from codesign.sparsity.finetune import DEFAULT_FINETUNE
 
 SCHEMA_VERSION = 1
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -57,13 +58,7 @@ BUNDLED_PREFIX = "bundled:"
 
 # The settings `codesign qat` and `codesign prune --epochs E` use when a recipe's [qat] or
 # [finetune] table leaves a key out, so that a recipe variant reproduces the standalone command.
-QAT_DEFAULTS: dict[str, Any] = {
-    "epochs": 8,
-    "lr": 0.0002,
-    "weight_decay": 0.0,
-    "distill_temperature": 4.0,
-    "distill_weight": 0.9,
-}
+QAT_DEFAULTS: dict[str, Any] = {k: v for k, v in to_dict(DEFAULT_QAT).items() if k != "seed"}
 FINETUNE_DEFAULTS: dict[str, Any] = {
     k: v for k, v in to_dict(DEFAULT_FINETUNE).items() if k != "seed"
 }

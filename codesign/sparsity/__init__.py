@@ -1,7 +1,7 @@
 """Pruning: magnitude and N:M masks, schedules, ``prune_`` via parametrizations, reports."""
 
+from codesign.config import DEFAULT_FINETUNE
 from codesign.sparsity.finetune import (
-    DEFAULT_FINETUNE,
     CubicTiming,
     finetune_pruned,
     make_schedule,

@@ -28,13 +28,6 @@ from codesign.sparsity.prune import prune_, update_masks_, weight_masks
 from codesign.sparsity.schedules import CubicSchedule, OneShotSchedule, SparsitySchedule
 from codesign.train import train
 
-# The fine-tuning `codesign prune` and scripts/compare_pruning.py use unless told otherwise:
-# SGD (momentum 0.9, Nesterov, wd 5e-4), lr 0.01 cosine, batch 128, distillation from the
-# dense model at T=4 with weight 0.7 (DESIGN.md "Training with little data"). 3 epochs: on
-# ResNet-20 / cifar10-subset that already gives 2:4 90.95 % (2 epochs) and layer-wise 50 %
-# 91.94 %, inside the 15 CPU-minute budget on 2 shared cores (README "Pruning figures").
-DEFAULT_FINETUNE = TrainSpec(epochs=3, lr=0.01, distill_temperature=4.0, distill_weight=0.7)
-
 
 @dataclasses.dataclass(frozen=True)
 class CubicTiming:

@@ -1,23 +1,20 @@
-"""Workflows shared by the CLI and the Python API: load a model (re-applying the recipe a
-checkpoint carries), quantize it, prune it, and save the result with its recipe."""
+"""Models in and out: load a checkpoint (re-applying the recipe it carries), save a model
+with its recipe, and the small per-model summaries results record."""
 
 from __future__ import annotations
 
-import copy
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from codesign.config import DEFAULT_CALIB_SAMPLES, QuantSpec, SparsitySpec, TrainSpec
-from codesign.data import Dataset, evaluate, make_forward_loop
+from codesign.config import QuantSpec, SparsitySpec
+from codesign.data import Dataset, evaluate
 from codesign.errors import CheckpointError
 from codesign.io import checkpoint_meta, read_checkpoint, save_checkpoint
 from codesign.models import create_model, extract_state_dict, infer_model, load_state_into
-from codesign.quant import calibrate, quant_layers, quantize_
-from codesign.quant.qat import train_qat
+from codesign.quant import quant_layers, quantize_
 
 
 def load_model(
@@ -77,57 +74,6 @@ def layer_bits_rows(model: nn.Module) -> list[dict[str, Any]]:
         {"name": name, "weight_bits": layer.weight_bits, "act_bits": layer.input_bits}
         for name, layer in quant_layers(model)
     ]
-
-
-def run_ptq(
-    float_model: nn.Module,
-    dataset: Dataset,
-    spec: QuantSpec,
-    calib_samples: int = DEFAULT_CALIB_SAMPLES,
-    learned_rounding: bool = True,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Quantize a copy of ``float_model`` and calibrate it on ``calib_samples`` training images
-    (a seeded class-stratified sample, :meth:`Dataset.calibration_set`); returns (quantized
-    model, calibration info with ``subsets["calibration"]``)."""
-    images, subset = dataset.calibration_set(calib_samples)
-    model = quantize_(copy.deepcopy(float_model), spec)
-    info = calibrate(
-        model,
-        make_forward_loop(images, 256),
-        spec,
-        float_model=float_model,
-        learned_rounding=learned_rounding,
-    )
-    info["subsets"] = {"calibration": subset.to_dict()}
-    return model, info
-
-
-def run_qat(
-    float_model: nn.Module,
-    dataset: Dataset,
-    spec: QuantSpec,
-    train_spec: TrainSpec,
-    calib_samples: int = DEFAULT_CALIB_SAMPLES,
-    state_path: str | Path | None = None,
-    progress: bool = True,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """PTQ initialisation, then LSQ fine-tuning with distillation from the float model.
-
-    Under ``auto`` the initialisation keeps nearest rounding: fine-tuning moves the weights
-    anyway, and learned rounding would spend about 2 of the 20 minutes of the budget (from
-    the MSE-clipped nearest-rounded start, ResNet-20 W4A4 reached 91.35-91.64 % after 4-6
-    epochs; from the AdaRound start 90.86 % after 8). An explicit ``adaround`` is honoured.
-    """
-    started = time.perf_counter()
-    model, info = run_ptq(
-        float_model, dataset, spec, calib_samples, learned_rounding=spec.method == "adaround"
-    )
-    history = train_qat(
-        model, dataset, train_spec, teacher=float_model, state_path=state_path, progress=progress
-    )
-    info.update(history)
-    info["train_seconds"] = time.perf_counter() - started
-    return model, info
 
 
 def top1(model: nn.Module, dataset: Dataset) -> float:

@@ -1,0 +1,250 @@
+"""A variant is an ordered list of steps; each step is a frozen, versioned spec with one
+registered handler (the torchao config -> handler registry, ``register_quantize_module_handler``).
+
+``codesign prune`` / ``ptq`` / ``qat`` and recipe variants (``codesign run``, the search) all
+build through :func:`build`, so the same settings give the same model through either door.
+A step's ``version`` goes into every cache key: raising it when a handler's numbers change
+rebuilds exactly the variants that use that step.
+
+Order: prune (masks at the final level, one-shot) -> finetune (recovery, cubic ramp) -> ptq
+(calibration) -> qat (LSQ fine-tuning of the calibrated model).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import nn
+
+from codesign.config import QuantSpec, SparsitySpec, TrainSpec, to_dict
+from codesign.data import Dataset, evaluate, make_forward_loop
+from codesign.errors import ConfigError
+
+
+class Step(Protocol):
+    kind: ClassVar[str]
+    version: ClassVar[int]
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneStep:
+    """Masks at the spec's final level (after the N:M permutation it asks for)."""
+
+    kind: ClassVar[str] = "prune"
+    version: ClassVar[int] = 1
+    sparsity: SparsitySpec
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneStep:
+    """Recovery fine-tuning of the pruned model, distilled from the float model; the cubic
+    schedule re-raises unstructured masks over it (``sparsity.prune_start`` ...)."""
+
+    kind: ClassVar[str] = "finetune"
+    version: ClassVar[int] = 1
+    sparsity: SparsitySpec
+    train: TrainSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class PTQStep:
+    """Quantize and calibrate. ``learned_rounding`` False keeps nearest rounding under
+    ``auto`` (a QAT step after it re-learns the weights anyway)."""
+
+    kind: ClassVar[str] = "ptq"
+    version: ClassVar[int] = 1
+    quant: QuantSpec
+    learned_rounding: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class QATStep:
+    """LSQ fine-tuning of the calibrated model, distilled from the float model."""
+
+    kind: ClassVar[str] = "qat"
+    version: ClassVar[int] = 1
+    train: TrainSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildContext:
+    """What every step of a build may read: the float model (also the distillation teacher),
+    the data, the seed of every training step, the calibration set size, where resumable
+    training state lives (None: not resumable), whether to show progress, and whether to
+    record test top-1 after each step (the standalone commands report it)."""
+
+    float_model: nn.Module
+    dataset: Dataset
+    seed: int = 0
+    calib_samples: int = 512
+    state_dir: Path | None = None
+    progress: bool = True
+    evaluate_steps: bool = False
+
+
+@dataclasses.dataclass
+class BuildInfo:
+    """What a build measured on the way (seconds, subsets, per-step figures)."""
+
+    train_seconds: float = 0.0
+    calib_seconds: float = 0.0
+    subsets: dict[str, Any] = dataclasses.field(default_factory=dict)
+    pruning: dict[str, Any] = dataclasses.field(default_factory=dict)
+    step_top1: dict[str, float] = dataclasses.field(default_factory=dict)
+    # The float model a PTQ step quantized (pruned and fine-tuned where the variant says):
+    # what QAT distils from, so QAT recovers the quantization error, not the pruning one.
+    quantized_from: nn.Module | None = None
+
+
+Handler = Callable[[nn.Module, Any, BuildContext, BuildInfo], nn.Module]
+HANDLERS: dict[type, Handler] = {}
+
+
+def register_step(step_type: type) -> Callable[[Handler], Handler]:
+    """Register the one handler of ``step_type``: ``handler(model, step, ctx, info)`` returns
+    the model after the step (in place or a new one)."""
+
+    def wrap(handler: Handler) -> Handler:
+        if step_type in HANDLERS:
+            raise ValueError(f"{step_type.__name__} already has a handler")
+        HANDLERS[step_type] = handler
+        return handler
+
+    return wrap
+
+
+def step_record(step: Any) -> dict[str, Any]:
+    """The JSON form of a step, with its kind and version (what cache keys hash)."""
+    fields = {f.name: to_dict(getattr(step, f.name)) for f in dataclasses.fields(step)}
+    return {"kind": step.kind, "version": step.version, **fields}
+
+
+def build(ctx: BuildContext, steps: tuple[Any, ...]) -> tuple[nn.Module, BuildInfo]:
+    """Apply ``steps`` in order to a copy of ``ctx.float_model``; returns (model, info)."""
+    torch.manual_seed(ctx.seed)
+    model = copy.deepcopy(ctx.float_model)
+    # The float model is frozen as a teacher by the training loops; the student must train.
+    model.requires_grad_(True)
+    info = BuildInfo()
+    for step in steps:
+        handler = HANDLERS.get(type(step))
+        if handler is None:
+            raise ConfigError(f"no handler for step {type(step).__name__}")
+        model = handler(model, step, ctx, info)
+        if ctx.evaluate_steps:
+            info.step_top1[step.kind] = float(evaluate(model, ctx.dataset.test)["top1"])
+    model.eval()
+    return model, info
+
+
+def _calibration(ctx: BuildContext, info: BuildInfo) -> Callable[[nn.Module], None]:
+    images, subset = ctx.dataset.calibration_set(ctx.calib_samples)
+    info.subsets["calibration"] = subset.to_dict()
+    return make_forward_loop(images, 256)
+
+
+@register_step(PruneStep)
+def _prune(model: nn.Module, step: PruneStep, ctx: BuildContext, info: BuildInfo) -> nn.Module:
+    from codesign.sparsity.apply import prune_model_
+
+    # Only SparseGPT reads calibration images; magnitude masks record no calibration subset.
+    calibration = _calibration(ctx, info) if step.sparsity.method == "sparsegpt" else None
+    info.pruning.update(prune_model_(model, step.sparsity, calibration))
+    return model
+
+
+@register_step(FinetuneStep)
+def _finetune(
+    model: nn.Module, step: FinetuneStep, ctx: BuildContext, info: BuildInfo
+) -> nn.Module:
+    from codesign.sparsity import CubicTiming, finetune_pruned
+
+    spec = step.sparsity
+    timing = CubicTiming(
+        start_fraction=spec.prune_start,
+        end_fraction=spec.prune_end,
+        updates_per_epoch=spec.prune_updates,
+    )
+    state = ctx.state_dir / "finetune_state.pt" if ctx.state_dir is not None else None
+    history = finetune_pruned(
+        model,
+        spec,
+        ctx.dataset,
+        dataclasses.replace(step.train, seed=ctx.seed),
+        teacher=ctx.float_model,
+        timing=timing,
+        state_path=state,
+        progress=ctx.progress,
+    )
+    info.train_seconds += history["train_seconds"]
+    return model
+
+
+@register_step(PTQStep)
+def _ptq(model: nn.Module, step: PTQStep, ctx: BuildContext, info: BuildInfo) -> nn.Module:
+    from codesign.quant import calibrate, quantize_
+
+    info.quantized_from = model  # also the bias-correction reference
+    quantized = quantize_(copy.deepcopy(model), step.quant)
+    calibrated = calibrate(
+        quantized,
+        _calibration(ctx, info),
+        step.quant,
+        float_model=model,
+        learned_rounding=step.learned_rounding,
+    )
+    info.calib_seconds += calibrated["calib_seconds"]
+    return quantized
+
+
+@register_step(QATStep)
+def _qat(model: nn.Module, step: QATStep, ctx: BuildContext, info: BuildInfo) -> nn.Module:
+    from codesign.quant.qat import train_qat
+
+    started = time.perf_counter()
+    state = ctx.state_dir / "qat_state.pt" if ctx.state_dir is not None else None
+    train_qat(
+        model,
+        ctx.dataset,
+        dataclasses.replace(step.train, seed=ctx.seed),
+        teacher=info.quantized_from if info.quantized_from is not None else ctx.float_model,
+        state_path=state,
+        progress=ctx.progress,
+    )
+    info.train_seconds += time.perf_counter() - started
+    return model
+
+
+def variant_steps(
+    sparsity: SparsitySpec | None = None,
+    finetune: TrainSpec | None = None,
+    quant: QuantSpec | None = None,
+    qat: TrainSpec | None = None,
+) -> tuple[Any, ...]:
+    """The ordered steps of a variant described by its tables (as recipes and the CLI do).
+
+    Under ``auto``, PTQ before QAT keeps nearest rounding: fine-tuning moves the weights
+    anyway, and learned rounding would cost most of the calibration time; an explicit
+    ``adaround`` is honoured.
+    """
+    if finetune is not None and sparsity is None:
+        raise ConfigError("fine-tuning after pruning needs a sparsity spec")
+    if qat is not None and quant is None:
+        raise ConfigError("QAT needs a quant spec (it starts from the calibrated PTQ model)")
+    steps: list[Any] = []
+    if sparsity is not None:
+        steps.append(PruneStep(sparsity))
+        if finetune is not None and finetune.epochs > 0:
+            steps.append(FinetuneStep(sparsity, finetune))
+    if quant is not None:
+        rounding = quant.method == "adaround" if qat is not None else True
+        steps.append(PTQStep(quant, learned_rounding=rounding))
+        if qat is not None:
+            steps.append(QATStep(qat))
+    return tuple(steps)
