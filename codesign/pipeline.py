@@ -105,10 +105,10 @@ def run_qat(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """PTQ initialisation, then LSQ fine-tuning with distillation from the float model.
 
-    Under ``auto`` the initialisation keeps nearest rounding: fine-tuning moves the weights
-    anyway, and learned rounding would spend about 2 of the 20 minutes of the budget (from
-    the MSE-clipped nearest-rounded start, ResNet-20 W4A4 reached 91.35-91.64 % after 4-6
-    epochs; from the AdaRound start 90.86 % after 8). An explicit ``adaround`` is honoured.
+    Under ``auto`` the initialisation keeps nearest rounding (MSE-clipped below 8 bits): LSQ
+    fine-tuning moves the weights and scales anyway, so learned rounding's calibration time
+    buys a start that training does not keep (measured: docs/results/). An explicit
+    ``adaround`` is honoured.
     """
     started = time.perf_counter()
     model, info = run_ptq(
