@@ -196,8 +196,8 @@ def charged_drops(drops: np.ndarray, samples: int) -> np.ndarray:
 
     A drop measured as 0 (or below) on ``samples`` images only says the real drop is under
     about one image. Charging nothing for it made such changes free, so the knapsack took all
-    of them at once, while small real drops add up. It matters where the sensitivity images
-    are nearly all right: the shared ResNet-20 has seen its training images (99.8 % top-1).
+    of them at once, while small real drops add up. It matters where nearly every sensitivity
+    image is classified right, as on images the checkpoint was trained on.
 
     >>> charged_drops(np.array([[0.0, -0.1, 0.3]]), samples=1000).tolist()
     [[0.0, 0.1, 0.3]]

@@ -1,7 +1,7 @@
 """Benchmark: W8A8 PTQ of ResNet-20 (512 calibration images) plus evaluation on test/.
 
 Prints the wall time beside a plain FP32 evaluation of the same data in the same run
-(issue 2: <= 10 s, goal <= 4x the FP32 evaluation). Data loading is timed separately.
+(target: <= 10 s, and within 4x the FP32 evaluation). Data loading is timed separately.
 
     python scripts/bench_ptq.py [--checkpoint C] [--data imagefolder:DIR]
 """

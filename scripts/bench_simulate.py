@@ -1,6 +1,6 @@
 """Benchmark: capture + every shipped hardware recipe, beside the plain forward time.
 
-Targets (issue 4): ResNet-50 at 224x224, batch 1, <= 5 s wall; CIFAR ResNet-20 on 256 images
+Targets: ResNet-50 at 224x224, batch 1, <= 5 s wall; CIFAR ResNet-20 on 256 images
 <= 3 s. The mapping cache is cleared before each run so every dense search is paid for.
 Random inputs stand in for data (the cost does not depend on pixel values); ResNet-20 inputs
 go through its ReLUs, so activation sparsity is real.

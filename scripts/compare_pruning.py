@@ -13,7 +13,7 @@ the choice of which weights to remove differs:
 
 The fine-tuning defaults are `codesign prune`'s (``DEFAULT_FINETUNE``). A `codesign prune`
 run can stand in for our side of a budget (``--ours-from 0.5=DIR``: its ``DIR/result.json``,
-whose spec must be the budget's, else it is an error); the torch side then gets the
+whose spec must be that budget's, else it is an error); the torch side then gets the
 fine-tuning and cubic timing that run recorded, which halves the cost.
 
 Cost: one fine-tuning run per side and budget (the torch run of 2:4 and of 50 % one-shot is
@@ -118,10 +118,10 @@ def run_ours(
 
 
 def _saved_spec_matches(saved: dict, budget: Budget) -> bool:
-    """Whether a saved `codesign prune` result was made with the budget's spec.
+    """Whether a saved `codesign prune` result was made with ``budget.spec``.
 
     Results written before ``spec`` was recorded are accepted for N:M budgets only, when every
-    pruned layer carries the budget's pattern (an N:M spec has no scope, and no schedule to ramp).
+    pruned layer carries ``budget``'s pattern (an N:M spec has no scope, and no schedule to ramp).
     """
     if "spec" in saved:
         return saved["spec"] == budget.spec.to_dict()
@@ -177,7 +177,7 @@ def run_torch(
     train_spec: TrainSpec,
     timing: CubicTiming,
 ) -> dict:
-    """Global L1 unstructured over ``layers`` to the budget's sparsity, same schedule/fine-tune."""
+    """Global L1 unstructured over ``layers`` to ``budget``'s sparsity, same schedule/fine-tune."""
     model = copy.deepcopy(dense)
     modules = [model.get_submodule(name) for name in layers]
     targets = [(m, "weight") for m in modules]

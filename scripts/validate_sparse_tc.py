@@ -6,13 +6,13 @@ multiple of 4 is pruned 2:4 along input channels by magnitude (``codesign.sparsi
 the layout A100 sparse tensor cores compress); the stem conv (C = 3) stays dense, so it
 runs at the dense rate on both cores. Records are captured with ``codesign.hw.capture``.
 
-Checks (issue 4 acceptance): on every 2:4-compliant layer the sparse core's compute cycles
+Checks (pass/fail): on every 2:4-compliant layer the sparse core's compute cycles
 are exactly half of ``recipes/hardware/tc.toml``'s; non-compliant layers take the same cycles.
 Printed beside: total cycles including DRAM stalls, and the energy ratio dense / sparse per
 layer and for the network, at FP32 (as captured) and with the records' operand widths set to
 INT8 (A100's INT8 sparse MMA, the common deployment; only the widths change).
 
-Reference figure: the issue quotes 1.37-1.87x for Sparseloop (Wu et al., "Sparseloop: An
+Reference figure: 1.37-1.87x is the range attributed to Sparseloop (Wu et al., "Sparseloop: An
 Analytical Approach To Sparse Tensor Accelerator Modeling", MICRO 2022, arXiv 2205.05826),
 from its case study of sparse tensor core variants. We could not retrieve the paper's text in
 this environment to confirm which figure, workload and baseline that range refers to (energy
@@ -40,7 +40,7 @@ from codesign.hw.simulate import simulate
 from codesign.sparsity.masks import nm_mask
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "hardware"
-SPARSELOOP_RANGE = (1.37, 1.87)  # as quoted in issue 4 (see the module docstring)
+SPARSELOOP_RANGE = (1.37, 1.87)  # attributed to Sparseloop, unconfirmed (module docstring)
 
 
 def pruned_resnet50() -> torch.nn.Module:
@@ -116,7 +116,7 @@ def main() -> None:
             f"{total(d, 'energy_pj') / total(s, 'energy_pj'):.2f}x  (uJ by component: {parts})"
         )
     print(
-        f"Sparseloop (MICRO 2022) as quoted in issue 4: {SPARSELOOP_RANGE[0]}-"
+        f"Sparseloop (MICRO 2022), range as attributed, unconfirmed: {SPARSELOOP_RANGE[0]}-"
         f"{SPARSELOOP_RANGE[1]}x (context, not a target; see the docstring)"
     )
     print("cycle check:", "PASS" if failures == 0 else f"FAIL on {failures} layers")

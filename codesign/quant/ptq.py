@@ -109,8 +109,10 @@ def learned_rounding_layers(
     """Layers whose weight rounding is learned: those below 8 bits under ``adaround``/``auto``.
 
     At 8 bits nearest rounding is already within noise of the float model, so the layers
-    kept at 8 bits are not worth the calibration time. On ResNet-20 learned rounding raised
-    W4A8 from 91.35 to 91.74 % and W4A4 from 90.36 to 90.95 % (issue 2 notes).
+    kept at 8 bits are not worth the calibration time. Below 8 bits, choosing each weight's
+    rounding direction by the layer's output error beats rounding to nearest (Nagel et al.,
+    "Up or Down? Adaptive Rounding for Post-Training Quantization", ICML 2020); measured
+    effects: docs/results/.
     """
     if spec.method not in ("auto", "adaround"):
         return []
@@ -137,9 +139,10 @@ def calibrate(
        (weights and activations unquantized) and estimate per-tensor scales (spec.method).
     2. Weight scales: per-channel (or per-tensor) min-max / percentile / MSE.
     3. ``auto``/``adaround``: learned rounding (AdaRound) of layers below 8-bit weights.
-    4. With ``bias_correction``: empirical bias correction of the other layers below 8-bit
-       weights (AdaRound's objective already includes the output mean; correcting it again
-       measured W4A4 90.27 % instead of 90.95 %).
+    4. With ``bias_correction``: empirical bias correction (Nagel et al., "Data-Free
+       Quantization", ICCV 2019) of the other layers below 8-bit weights. Learned-rounding
+       layers are left out: AdaRound's objective, the layer's output error, already includes
+       the mean shift that bias correction removes, so those layers are not corrected twice.
     ``float_model``: the float reference (same structure before quantize_); needed for
     bias correction. ``learned_rounding=False`` skips step 3 under ``auto`` (QAT does: it
     re-learns the weights anyway). Returns ``{"calib_seconds", ...}``.
@@ -201,9 +204,9 @@ def correct_bias_(
     For every layer with weights below 8 bits, the quantized layer and the float layer see the
     same float input (from one pass of the float model); the mean output difference per
     channel is subtracted from the bias. Correcting against the quantized upstream instead
-    folds activation-clipping errors of earlier layers into the bias, which measured far worse
-    on ResNet-20 (W4A8 84 % instead of 90 %). At 8 bits the mean rounding error is negligible,
-    so those layers are skipped.
+    would fold activation-clipping errors of earlier layers into this layer's bias, a shift
+    that depends on the input rather than on this layer's weights. At 8 bits the mean rounding
+    error is negligible, so those layers are skipped.
     """
     targets = {
         name: layer
