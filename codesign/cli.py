@@ -443,7 +443,6 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
     records = capture(model, make_forward_loop(dataset.test, 64, args.samples))
     costs = simulate(records, arch, energy)
     result = summarize(costs, args.arch.stem)
-    result["samples"] = min(args.samples, len(dataset.test))
     write_layers_csv(costs, args.out / "layers.csv")
     return _finish(args.out, result)
 
