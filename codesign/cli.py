@@ -676,7 +676,6 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
     records = capture(model, make_forward_loop(images, 64))
     costs = simulate(records, arch, energy)
     result = summarize(costs, args.arch.stem)
-    result["samples"] = captured.size
     result["subsets"] = {
         "validation": dataset.validation_info.to_dict(),
         "capture": captured.to_dict(),

@@ -28,10 +28,10 @@ from tqdm import tqdm
 from codesign.data import Dataset, evaluate, load_dataset, make_forward_loop
 from codesign.data.datasets import Split, stratified
 from codesign.errors import CodesignError, ConfigError
-from codesign.hw import capture, load_arch, load_energy_table, simulate
+from codesign.hw import NetworkCost, capture, load_arch, load_energy_table, simulate
 from codesign.hw.arch import ArchSpec
 from codesign.hw.energy import EnergyTable
-from codesign.hw.records import LayerCost, LayerRecord
+from codesign.hw.records import LayerRecord
 from codesign.io import sha256_of, write_json_atomic
 from codesign.pipeline import (
     BuildContext,
@@ -52,7 +52,6 @@ from codesign.recipe import (
     slug,
 )
 
-PJ_PER_UJ = 1e6
 VARIANT_FILE = "variant.json"
 CAPTURE_BATCH = 64
 
@@ -65,6 +64,10 @@ class Datapath:
     arch: ArchSpec
     energy: EnergyTable
     source_sha256: str
+
+    def simulate(self, records: Sequence[LayerRecord]) -> NetworkCost:
+        """Every captured layer simulated on ``arch`` and priced with ``energy``."""
+        return NetworkCost.of(simulate(records, self.arch, self.energy))
 
 
 @dataclasses.dataclass
@@ -216,50 +219,11 @@ def build_variant(study: Study, variant: VariantSpec) -> tuple[nn.Module, BuildI
     return build(ctx, steps)
 
 
-def _layer_rows(costs: Sequence[LayerCost], samples: int) -> list[dict[str, Any]]:
-    rows = []
-    for cost in costs:
-        record = cost.record
-        rows.append(
-            {
-                "name": record.name,
-                "macs": record.dense_macs // samples,
-                "effectual_macs": record.effectual_macs / samples,
-                "weight_bits": record.weight_bits,
-                "act_bits": record.input_bits,
-                "weight_density": record.weight_density,
-                "act_density": record.act_density,
-                "cycles": cost.cycles / samples,
-                "energy_uj": cost.energy_pj / PJ_PER_UJ / samples,
-                "energy_by_component_uj": {
-                    k: v / PJ_PER_UJ / samples for k, v in cost.energy_pj_by_component.items()
-                },
-                "utilization": cost.utilization,
-            }
-        )
-    return rows
-
-
 def datapath_summary(records: Sequence[LayerRecord], datapath: Datapath) -> dict[str, Any]:
-    """Per-inference totals and per-layer rows of one datapath on captured records.
-
-    Energies in uJ and cycles per inference (the captured batch's totals divided by the number
-    of captured samples); densities are fractions of nonzeros over the captured tensors.
-    """
-    samples = max(records[0].n, 1)
-    costs = simulate(records, datapath.arch, datapath.energy)
-    layers = _layer_rows(costs, samples)
-    by_component: dict[str, float] = {}
-    for row in layers:
-        for component, uj in row["energy_by_component_uj"].items():
-            by_component[component] = by_component.get(component, 0.0) + uj
-    return {
-        "datapath": datapath.name,
-        "energy_uj": sum(by_component.values()),
-        "energy_by_component_uj": by_component,
-        "cycles": sum(row["cycles"] for row in layers),
-        "layers": layers,
-    }
+    """Per-inference totals and per-layer rows of one datapath on captured records (see
+    :class:`codesign.hw.NetworkCost`)."""
+    network = datapath.simulate(records)
+    return {"datapath": datapath.name, **network.totals(), "layers": network.layer_rows()}
 
 
 def measured_densities(records: Sequence[LayerRecord]) -> dict[str, float]:

@@ -46,7 +46,7 @@ from codesign.config import LayerOverride, QuantSpec, SparsitySpec
 from codesign.data.datasets import Split
 from codesign.data.subsets import SubsetInfo
 from codesign.errors import ConfigError
-from codesign.experiment import Study, build_variant, datapath_summary, run_variant
+from codesign.experiment import Study, build_variant, run_variant
 from codesign.hw import capture
 from codesign.io import write_json_atomic
 from codesign.recipe import SearchSpec, VariantSpec, digest
@@ -233,8 +233,7 @@ def measure_tables(
     ):
         model, _ = build_variant(study, option_variant(option, spec, option.label))
         records = capture(model, make_forward_loop(captured, 64))
-        summary = datapath_summary(records, datapath)
-        per_layer = {row["name"]: row["energy_uj"] for row in summary["layers"]}
+        per_layer = datapath.simulate(records).layer_energy_uj_per_inference
         energy_rows.append([per_layer[name] for name in layer_names])
         if index == 0:
             fixed_energy = sum(v for k, v in per_layer.items() if k not in layer_names)
@@ -253,8 +252,8 @@ def measure_tables(
     return {
         "reference_top1": reference[0],
         "sensitivity_subset": sensitivity.to_dict(),
-        "energy_uj": np.array(energy_rows).T,  # [layers, options]
-        "fixed_energy_uj": fixed_energy,
+        "layer_energy_uj_per_inference": np.array(energy_rows).T,  # [layers, options]
+        "fixed_energy_uj_per_inference": fixed_energy,
         "drops": drops,
         "top1_drops": top1_drops,
     }
@@ -309,8 +308,8 @@ def cached_tables(
         data = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in tables.items()}
         write_json_atomic(path, data)
         data = json.loads(path.read_text())
-    data["energy_uj"] = np.array(data["energy_uj"], dtype=float)
-    data["drops"] = np.array(data["drops"], dtype=float)
+    for key in ("layer_energy_uj_per_inference", "drops"):
+        data[key] = np.array(data[key], dtype=float)
     return data
 
 
@@ -398,16 +397,15 @@ def run_search(
     layer_names = searchable_layers(study.float_model, spec)
     tables = cached_tables(study, spec, options, layer_names, force)
     drops = charged_drops(tables["drops"], spec.sensitivity_samples)
-    front = solve_front(drops, tables["energy_uj"])
+    front = solve_front(drops, tables["layer_energy_uj_per_inference"])
     # Drops are measured on the sensitivity images; predictions start from the reference
     # assignment's top-1 on the whole validation split, the figure a build is judged by.
     reference = run_variant(
         study, option_variant(options[0], spec, "search-reference-w8a8"), force=force
     )
     base_top1 = float(reference["val_top1"])
-    guess = first_guess(
-        front, base_top1, tables["fixed_energy_uj"], energy_budget_uj, accuracy_floor
-    )
+    fixed_energy = tables["fixed_energy_uj_per_inference"]
+    guess = first_guess(front, base_top1, fixed_energy, energy_budget_uj, accuracy_floor)
     verified: dict[int, dict[str, Any]] = {}
 
     def verify(index: int) -> dict[str, Any]:
@@ -419,7 +417,7 @@ def run_search(
             verified[index] = {
                 **scored,
                 "predicted_top1": base_top1 - drop,
-                "predicted_energy_uj": energy + tables["fixed_energy_uj"],
+                "predicted_energy_uj_per_inference": energy + fixed_energy,
                 "choices": [
                     {
                         "name": n,
@@ -436,7 +434,7 @@ def run_search(
         result = verify(index)
         if accuracy_floor is not None:
             return result["val_top1"] >= accuracy_floor
-        return result["datapaths"][spec.datapath]["energy_uj"] <= energy_budget_uj
+        return result["datapaths"][spec.datapath]["energy_uj_per_inference"] <= energy_budget_uj
 
     # Layer drops do not add up exactly (one-shot pruning of many layers hurts more than the
     # sum), so the prediction is checked by building the model, and corrected by bisection
@@ -475,8 +473,8 @@ def run_search(
             u["variant"]
             for u in uniform
             if dominates(
-                (on_datapath["energy_uj"], result["top1"]),
-                (u["datapaths"][spec.datapath]["energy_uj"], u["top1"]),
+                (on_datapath["energy_uj_per_inference"], result["top1"]),
+                (u["datapaths"][spec.datapath]["energy_uj_per_inference"], u["top1"]),
             )
         ]
         result["chosen"] = index == chosen
@@ -499,11 +497,11 @@ def run_search(
         "options": [o.label for o in options],
         "layers": list(layer_names),
         "sensitivity_drop_points": tables["drops"].round(4).tolist(),
-        "layer_energy_uj": tables["energy_uj"].tolist(),
+        "layer_energy_uj_per_inference": tables["layer_energy_uj_per_inference"].tolist(),
         "front": [
             {
                 "predicted_top1": base_top1 - d,
-                "predicted_energy_uj": e + tables["fixed_energy_uj"],
+                "predicted_energy_uj_per_inference": e + fixed_energy,
                 "choices": [options[i].label for i in p],
             }
             for d, e, p in front

@@ -42,6 +42,7 @@ from codesign.experiment import open_study, run_variant
 from codesign.io import write_json_atomic
 from codesign.recipe import VariantSpec, recipe_from_dict
 from codesign.report.pareto import dominates
+from codesign.report.results import RESULTS_SCHEMA
 
 
 def trains(variant: VariantSpec) -> bool:
@@ -58,7 +59,13 @@ def load_study_files(study_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             f"{', '.join(missing)} not found: give the --out directory of a finished "
             "`codesign run` or `codesign search`"
         )
-    return json.loads(files[0].read_text()), json.loads(files[1].read_text())
+    results = json.loads(files[0].read_text())
+    if results.get("schema_version") != RESULTS_SCHEMA:
+        raise ConfigError(
+            f"{files[0]} has schema_version {results.get('schema_version')!r}, this script reads "
+            f"{RESULTS_SCHEMA}: re-run the same `codesign run` / `codesign search` command"
+        )
+    return results, json.loads(files[1].read_text())
 
 
 def variant_results(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -69,7 +76,9 @@ def variant_results(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         entry = scored.setdefault(
             p["variant"], {"top1": p["top1"], "source": p["source"], "datapaths": {}}
         )
-        entry["datapaths"][p["datapath"]] = {"energy_uj": p["energy_uj"]}
+        entry["datapaths"][p["datapath"]] = {
+            "energy_uj_per_inference": p["energy_uj_per_inference"]
+        }
     return scored
 
 
@@ -94,7 +103,9 @@ def spread_rows(
                 "top1_mean": statistics.fmean(top1),
                 "top1_min": min(top1),
                 "top1_max": max(top1),
-                "energy_uj_mean": statistics.fmean(p["energy_uj"] for p in known),
+                "energy_uj_per_inference_mean": statistics.fmean(
+                    p["energy_uj_per_inference"] for p in known
+                ),
                 "datapath": datapath,
             }
         )
@@ -109,7 +120,7 @@ def dominance(
     top-1). A verdict over "every recipe variant" needs all of them known at that seed."""
     seeds = list(by_seed)
     complete = {r["variant"] for r in rows if None not in r["top1"]}
-    means = {r["variant"]: (r["energy_uj_mean"], r["top1_mean"]) for r in rows}
+    means = {r["variant"]: (r["energy_uj_per_inference_mean"], r["top1_mean"]) for r in rows}
     recipe_names = [r["variant"] for r in rows if r["source"] == "recipe"]
     verdicts = {}
     for name in (r["variant"] for r in rows if r["source"] == "search"):
@@ -124,8 +135,8 @@ def dominance(
                 for other in recipe_names
                 if other in scored
                 and dominates(
-                    (scored[name]["energy_uj"], scored[name]["top1"]),
-                    (scored[other]["energy_uj"], scored[other]["top1"]),
+                    (scored[name]["energy_uj_per_inference"], scored[name]["top1"]),
+                    (scored[other]["energy_uj_per_inference"], scored[other]["top1"]),
                 )
             ]
         every = [
@@ -157,7 +168,7 @@ def point(scored: dict[str, Any], datapath: str, source: str, trained: bool) -> 
         )
     return {
         "top1": float(scored["top1"]),
-        "energy_uj": float(scored["datapaths"][datapath]["energy_uj"]),
+        "energy_uj_per_inference": float(scored["datapaths"][datapath]["energy_uj_per_inference"]),
         "source": source,
         "trained": trained,
     }
@@ -237,7 +248,7 @@ def print_table(rows: list[dict[str, Any]], verdicts: dict[str, Any]) -> None:
             r["variant"][:23].ljust(24)
             + cells
             + f"{r['top1_mean']:8.2f}{r['top1_min']:8.2f}{r['top1_max']:8.2f}"
-            + f"{r['energy_uj_mean']:9.2f}"
+            + f"{r['energy_uj_per_inference_mean']:9.2f}"
         )
     for name, v in verdicts.items():
         means = v["dominates_on_means"]

@@ -206,7 +206,15 @@ def test_simulate_writes_result_and_csv(tmp_path):
     )
     assert code == 0
     result = json.loads((out / "result.json").read_text())
-    assert set(result["total"]) >= {"cycles", "energy_uj", "energy_by_component_uj"}
+    assert "samples" not in result  # one key: the capture count is total.samples
+    assert result["total"]["samples"] == 8
+    assert set(result["total"]) >= {
+        "energy_uj_per_inference",
+        "energy_by_component_uj_per_inference",
+        "cycles",
+        "compute_cycles",
+        "stall_cycles",
+    }
     first = result["layers"][0]
     assert set(first) >= {
         "name",
@@ -215,9 +223,12 @@ def test_simulate_writes_result_and_csv(tmp_path):
         "weight_density",
         "act_density",
         "cycles",
-        "energy_uj",
+        "compute_cycles",
+        "stall_cycles",
+        "energy_uj_per_inference",
         "utilization",
     }
-    # the stem conv of the digits ResNet-8: 8 images x 16 x 1 x 8 x 8 x 3 x 3 MACs
-    assert first["name"] == "conv1" and first["macs"] == 8 * 16 * 1 * 8 * 8 * 9
+    # the stem conv of the digits ResNet-8, per inference: 16 x 1 x 8 x 8 x 3 x 3 MACs
+    assert first["name"] == "conv1" and first["macs"] == 16 * 1 * 8 * 8 * 9
+    assert result["total"]["cycles"] == pytest.approx(sum(r["cycles"] for r in result["layers"]))
     assert (out / "layers.csv").read_text().count("\n") == len(result["layers"]) + 1

@@ -73,7 +73,7 @@ def test_run_writes_the_report(uninterrupted: Path) -> None:
     )
     scnn = {p["variant"]: p for p in results["points"] if p["datapath"] == "scnn"}
     # SCNN skips the zeros 2:4 pruning made: less energy than the dense W8A8 model.
-    assert scnn["2:4+w8a8"]["energy_uj"] < scnn["ptq-w8a8"]["energy_uj"]
+    assert scnn["2:4+w8a8"]["energy_uj_per_inference"] < scnn["ptq-w8a8"]["energy_uj_per_inference"]
     assert scnn["2:4+w8a8"]["weight_density"] < 0.6
 
 
@@ -214,6 +214,7 @@ def test_search_on_digits_verifies_a_dominating_configuration(tmp_path: Path) ->
     # The builds left after the choice verify the predicted-safer part of the front.
     assert len(search["verified"]) == 3
     others = [v for v in search["verified"] if not v["chosen"]]
-    assert all(v["predicted_energy_uj"] > chosen["predicted_energy_uj"] for v in others)
+    predicted = "predicted_energy_uj_per_inference"
+    assert all(v[predicted] > chosen[predicted] for v in others)
     assert len({v["variant"] for v in search["verified"]}) == 3
     load_recipe(path)  # the search table is part of the recipe schema

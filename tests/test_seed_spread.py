@@ -68,7 +68,7 @@ def test_dominance_is_judged_within_each_seed_and_on_means() -> None:
     seed_spread = load_script()
 
     def point(top1: float, energy: float, source: str) -> dict:
-        return {"top1": top1, "energy_uj": energy, "source": source, "trained": True}
+        return {"top1": top1, "energy_uj_per_inference": energy, "source": source, "trained": True}
 
     by_seed = {
         0: {"u": point(91.0, 10.0, "recipe"), "s": point(91.5, 8.0, "search")},
@@ -96,3 +96,14 @@ def test_a_missing_study_is_a_clear_error(
     assert seed_spread.main([str(tmp_path / "nowhere"), "--seeds", "1"]) == 2
     err = capsys.readouterr().err
     assert "results.json" in err and "codesign run" in err
+
+
+def test_a_study_from_another_results_schema_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed_spread = load_script()
+    (tmp_path / "results.json").write_text(json.dumps({"schema_version": 1, "points": []}))
+    (tmp_path / "recipe.json").write_text("{}")
+    assert seed_spread.main([str(tmp_path), "--seeds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "schema_version 1" in err and "re-run" in err

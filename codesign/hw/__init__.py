@@ -1,13 +1,14 @@
 """Hardware model: capture measured layer workloads, simulate accelerators, price actions.
 
-Pure functions from ``LayerRecord``s and frozen architecture specs to ``LayerCost``s; the only
-forward hooks of the project live in :mod:`codesign.hw.capture`. Nothing here imports the
+Pure functions from ``LayerRecord``s and frozen architecture specs to ``LayerCost``s, summed
+per inference by ``NetworkCost``; the only forward hooks of the project live in :mod:`codesign.hw.capture`. Nothing here imports the
 quantization or sparsity packages: bit widths arrive as plain layer attributes.
 """
 
 from codesign.hw.arch import ArchSpec, load_arch
 from codesign.hw.capture import capture, hooked
 from codesign.hw.energy import EnergyTable, horowitz45, load_energy_table
+from codesign.hw.network import NetworkCost
 from codesign.hw.records import Action, LayerCost, LayerRecord
 from codesign.hw.simulate import reprice, simulate, summarize, write_layers_csv
 
@@ -17,6 +18,7 @@ __all__ = [
     "EnergyTable",
     "LayerCost",
     "LayerRecord",
+    "NetworkCost",
     "capture",
     "hooked",
     "horowitz45",

@@ -13,13 +13,12 @@ from codesign.errors import HardwareError
 from codesign.hw.arch import ArchSpec
 from codesign.hw.dense import simulate_dense
 from codesign.hw.energy import EnergyTable, horowitz45
+from codesign.hw.network import NetworkCost
 from codesign.hw.records import LayerCost, LayerRecord
 from codesign.hw.scnn import simulate_dcnn, simulate_scnn
 from codesign.hw.sparse_tc import simulate_tensor_core
 from codesign.hw.systolic import simulate_systolic
 from codesign.io import write_text_atomic
-
-PJ_PER_UJ = 1e6
 
 SIMULATORS: dict[str, Callable[[LayerRecord, ArchSpec, EnergyTable], LayerCost]] = {
     "systolic": simulate_systolic,
@@ -55,34 +54,13 @@ def reprice(costs: Sequence[LayerCost], energy: EnergyTable) -> list[LayerCost]:
 
 
 def summarize(costs: Sequence[LayerCost], arch_name: str | None = None) -> dict[str, Any]:
-    """The result.json shape: totals, energy by component (uJ) and one row per layer."""
-    by_component: dict[str, float] = {}
-    for cost in costs:
-        for component, pj in cost.energy_pj_by_component.items():
-            by_component[component] = by_component.get(component, 0.0) + pj
-    total_pj = sum(by_component.values())
+    """The result.json shape: per-inference totals (with the captured ``samples``) and one row
+    per layer (see :class:`codesign.hw.network.NetworkCost`)."""
+    network = NetworkCost.of(costs)
     return {
-        "arch": arch_name if arch_name is not None else (costs[0].simulator if costs else ""),
-        "total": {
-            "cycles": float(sum(cost.cycles for cost in costs)),
-            "energy_uj": total_pj / PJ_PER_UJ,
-            "energy_by_component_uj": {k: v / PJ_PER_UJ for k, v in by_component.items()},
-        },
-        "layers": [layer_row(cost) for cost in costs],
-    }
-
-
-def layer_row(cost: LayerCost) -> dict[str, Any]:
-    record = cost.record
-    return {
-        "name": record.name,
-        "macs": record.dense_macs,
-        "effectual_macs": record.effectual_macs,
-        "weight_density": record.weight_density,
-        "act_density": record.act_density,
-        "cycles": cost.cycles,
-        "energy_uj": cost.energy_pj / PJ_PER_UJ,
-        "utilization": cost.utilization,
+        "arch": arch_name if arch_name is not None else costs[0].simulator,
+        "total": {"samples": network.samples, **network.totals()},
+        "layers": network.layer_rows(),
     }
 
 
@@ -91,33 +69,32 @@ CSV_COLUMNS = (
     "simulator",
     "macs",
     "effectual_macs",
+    "weight_bits",
+    "act_bits",
     "weight_density",
     "act_density",
     "cycles",
     "compute_cycles",
     "stall_cycles",
-    "energy_uj",
+    "energy_uj_per_inference",
     "utilization",
 )
 
 
 def write_layers_csv(costs: Sequence[LayerCost], path: str | os.PathLike[str]) -> None:
-    """One row per layer (``CSV_COLUMNS`` then energy per component in uJ), written atomically."""
+    """One row per layer, per inference (``CSV_COLUMNS``, then ``energy_<component>_uj_per_inference``),
+    written atomically."""
+    network = NetworkCost.of(costs)
     components: list[str] = []
     for cost in costs:
         components += [c for c in cost.energy_pj_by_component if c not in components]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*CSV_COLUMNS, *(f"energy_{c}_uj" for c in components)])
-    for cost in costs:
-        row = layer_row(cost)
-        row.update(
-            simulator=cost.simulator,
-            compute_cycles=cost.compute_cycles,
-            stall_cycles=cost.stall_cycles,
-        )
+    writer.writerow([*CSV_COLUMNS, *(f"energy_{c}_uj_per_inference" for c in components)])
+    for cost, row in zip(costs, network.layer_rows(), strict=True):
+        by_component = row["energy_by_component_uj_per_inference"]
         writer.writerow(
-            [row[c] for c in CSV_COLUMNS]
-            + [cost.energy_pj_by_component.get(c, 0.0) / PJ_PER_UJ for c in components]
+            [cost.simulator if c == "simulator" else row[c] for c in CSV_COLUMNS]
+            + [by_component.get(c, 0.0) for c in components]
         )
     write_text_atomic(path, buffer.getvalue())

@@ -87,12 +87,14 @@ def _points_table(results: Mapping[str, Any]) -> str:
                 p["datapath"],
                 p["source"],
                 f"{p['top1']:.2f}",
-                f"{p['energy_uj']:.4g}",
+                f"{p['energy_uj_per_inference']:.4g}",
                 f"{p['cycles']:.4g}",
                 f"{p['weight_density']:.3f}",
                 f"{p['act_density']:.3f}",
                 f"{p['effectual_mac_fraction']:.3f}",
-                ", ".join(f"{k} {v:.3g}" for k, v in p["energy_by_component_uj"].items()),
+                ", ".join(
+                    f"{k} {v:.3g}" for k, v in p["energy_by_component_uj_per_inference"].items()
+                ),
             ]
         )
         classes.append("front" if on_front else "")
@@ -129,8 +131,8 @@ def _search_section(search: Mapping[str, Any] | None) -> str:
                 search["datapath"],
                 f"{item['predicted_top1']:.2f}",
                 f"{item['top1']:.2f}",
-                f"{item['predicted_energy_uj']:.4g}",
-                f"{item['datapaths'][search['datapath']]['energy_uj']:.4g}",
+                f"{item['predicted_energy_uj_per_inference']:.4g}",
+                f"{item['datapaths'][search['datapath']]['energy_uj_per_inference']:.4g}",
                 ", ".join(item.get("dominates", [])) or "-",
                 layers,
             ]
@@ -143,7 +145,7 @@ def _search_section(search: Mapping[str, Any] | None) -> str:
         front_rows.append(
             [
                 f"{item['predicted_top1']:.2f}",
-                f"{item['predicted_energy_uj']:.4g}",
+                f"{item['predicted_energy_uj_per_inference']:.4g}",
                 ", ".join(f"{n} x {label}" for label, n in sorted(counts.items())),
             ]
         )

@@ -38,7 +38,7 @@ def pareto_png(points: Sequence[dict[str, Any]], title: str = "") -> bytes:
             chosen = [p for p in group if p["source"] == source]
             if chosen:
                 axes.scatter(
-                    [p["energy_uj"] for p in chosen],
+                    [p["energy_uj_per_inference"] for p in chosen],
                     [p["top1"] for p in chosen],
                     marker=marker,
                     color=color,
@@ -48,9 +48,12 @@ def pareto_png(points: Sequence[dict[str, Any]], title: str = "") -> bytes:
                     label=datapath if source == "recipe" else f"{datapath} (search)",
                     zorder=3,
                 )
-        front = [group[i] for i in pareto_front([(p["energy_uj"], p["top1"]) for p in group])]
+        front = [
+            group[i]
+            for i in pareto_front([(p["energy_uj_per_inference"], p["top1"]) for p in group])
+        ]
         axes.step(
-            [p["energy_uj"] for p in front],
+            [p["energy_uj_per_inference"] for p in front],
             [p["top1"] for p in front],
             where="post",
             color=color,
@@ -60,12 +63,12 @@ def pareto_png(points: Sequence[dict[str, Any]], title: str = "") -> bytes:
         for p in front:
             axes.annotate(
                 p["variant"],
-                (p["energy_uj"], p["top1"]),
+                (p["energy_uj_per_inference"], p["top1"]),
                 fontsize=7,
                 xytext=(3, 3),
                 textcoords="offset points",
             )
-    energies = [p["energy_uj"] for p in points if p["energy_uj"] > 0]
+    energies = [p["energy_uj_per_inference"] for p in points if p["energy_uj_per_inference"] > 0]
     if energies and max(energies) / min(energies) > 4:
         axes.set_xscale("log")
     # One collapsed variant (e.g. one-shot pruning) would squash the interesting band; the
@@ -94,13 +97,18 @@ def layer_energy_png(variants: Sequence[dict[str, Any]], datapath: str) -> bytes
     components: list[str] = []
     for variant in variants:
         for layer in variant["datapaths"][datapath]["layers"]:
-            components += [c for c in layer["energy_by_component_uj"] if c not in components]
+            components += [
+                c for c in layer["energy_by_component_uj_per_inference"] if c not in components
+            ]
     for panel, variant in zip(axes.flat, variants, strict=False):
         layers = variant["datapaths"][datapath]["layers"]
         positions = range(len(layers))
         bottom = [0.0] * len(layers)
         for index, component in enumerate(components):
-            values = [layer["energy_by_component_uj"].get(component, 0.0) for layer in layers]
+            values = [
+                layer["energy_by_component_uj_per_inference"].get(component, 0.0)
+                for layer in layers
+            ]
             panel.bar(positions, values, bottom=bottom, color=f"C{index % 10}", label=component)
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
         panel.set_title(f"{variant['variant']} ({variant['top1']:.2f} %)", fontsize=9)

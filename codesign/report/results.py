@@ -12,14 +12,16 @@ from typing import Any
 from codesign.io import write_json_atomic, write_text_atomic
 from codesign.report.pareto import pareto_front
 
-RESULTS_SCHEMA = 1
+RESULTS_SCHEMA = 2
 POINT_COLUMNS = (
     "variant",
     "source",
     "datapath",
     "top1",
-    "energy_uj",
+    "energy_uj_per_inference",
     "cycles",
+    "compute_cycles",
+    "stall_cycles",
     "weight_density",
     "act_density",
     "effectual_mac_fraction",
@@ -37,9 +39,13 @@ def points_of(variant: dict[str, Any], source: str = "recipe") -> list[dict[str,
                 "source": source,
                 "datapath": name,
                 "top1": variant["top1"],
-                "energy_uj": summary["energy_uj"],
-                "energy_by_component_uj": summary["energy_by_component_uj"],
+                "energy_uj_per_inference": summary["energy_uj_per_inference"],
+                "energy_by_component_uj_per_inference": summary[
+                    "energy_by_component_uj_per_inference"
+                ],
                 "cycles": summary["cycles"],
+                "compute_cycles": summary["compute_cycles"],
+                "stall_cycles": summary["stall_cycles"],
                 "weight_density": variant["weight_density"],
                 "act_density": variant["act_density"],
                 "effectual_mac_fraction": variant["effectual_mac_fraction"],
@@ -57,7 +63,8 @@ def fronts(points: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
         by_datapath.setdefault(point["datapath"], []).append(point)
     return {
         name: [
-            group[i]["variant"] for i in pareto_front([(p["energy_uj"], p["top1"]) for p in group])
+            group[i]["variant"]
+            for i in pareto_front([(p["energy_uj_per_inference"], p["top1"]) for p in group])
         ]
         for name, group in by_datapath.items()
     }
@@ -89,17 +96,19 @@ def build_results(
 
 
 def results_csv(points: Sequence[dict[str, Any]]) -> str:
-    """One CSV row per point; energy components as extra ``energy_<name>_uj`` columns."""
+    """One CSV row per point; energy components as extra ``energy_<name>_uj_per_inference``
+    columns."""
     components: list[str] = []
     for point in points:
-        components += [c for c in point["energy_by_component_uj"] if c not in components]
+        by_component = point["energy_by_component_uj_per_inference"]
+        components += [c for c in by_component if c not in components]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*POINT_COLUMNS, *(f"energy_{c}_uj" for c in components)])
+    writer.writerow([*POINT_COLUMNS, *(f"energy_{c}_uj_per_inference" for c in components)])
     for point in points:
         writer.writerow(
             [point[c] for c in POINT_COLUMNS]
-            + [point["energy_by_component_uj"].get(c, 0.0) for c in components]
+            + [point["energy_by_component_uj_per_inference"].get(c, 0.0) for c in components]
         )
     return buffer.getvalue()
 
@@ -118,7 +127,7 @@ def summary_table(results: dict[str, Any]) -> str:
         star = "*" if (p["datapath"], p["variant"]) in front else " "
         lines.append(
             f"{p['variant'][:23]:<23}{star} {p['datapath'][:20]:<20} {p['top1']:7.2f} "
-            f"{p['energy_uj']:10.3f} {p['cycles']:12.0f} {p['weight_density']:7.3f} "
+            f"{p['energy_uj_per_inference']:10.3f} {p['cycles']:12.0f} {p['weight_density']:7.3f} "
             f"{p['act_density']:7.3f}"
         )
     lines.append("* on the accuracy-vs-energy Pareto front of its datapath")

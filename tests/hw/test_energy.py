@@ -59,7 +59,8 @@ def test_repricing_needs_no_resimulation(conv_record):
     direct = simulate([conv_record], arch, other)
     assert repriced[0].energy_pj == pytest.approx(direct[0].energy_pj)
     assert repriced[0].cycles == costs[0].cycles
-    assert summarize(repriced)["total"]["energy_uj"] != summarize(costs)["total"]["energy_uj"]
+    energy = "energy_uj_per_inference"
+    assert summarize(repriced)["total"][energy] != summarize(costs)["total"][energy]
 
 
 def test_strict_energy_toml_errors():

@@ -27,8 +27,10 @@ def _variant(name: str, top1: float, energies: dict[str, float]) -> dict:
             "weight_density": 0.5,
             "act_density": 0.4,
             "cycles": 10.0,
-            "energy_uj": e / 2,
-            "energy_by_component_uj": {"mac": e / 4, "dram": e / 4},
+            "compute_cycles": 8.0,
+            "stall_cycles": 2.0,
+            "energy_uj_per_inference": e / 2,
+            "energy_by_component_uj_per_inference": {"mac": e / 4, "dram": e / 4},
             "utilization": 0.5,
         }
         for i in range(2)
@@ -50,9 +52,11 @@ def _variant(name: str, top1: float, energies: dict[str, float]) -> dict:
         "datapaths": {
             d: {
                 "datapath": d,
-                "energy_uj": e,
-                "energy_by_component_uj": {"mac": e / 2, "dram": e / 2},
+                "energy_uj_per_inference": e,
+                "energy_by_component_uj_per_inference": {"mac": e / 2, "dram": e / 2},
                 "cycles": 20.0,
+                "compute_cycles": 16.0,
+                "stall_cycles": 4.0,
                 "layers": layers,
             }
             for d, e in energies.items()
@@ -75,7 +79,11 @@ def test_results_have_every_point_and_the_fronts() -> None:
     assert "timing" not in json.dumps(results["variants"])  # timings never in results.json
     rows = list(csv.DictReader(io.StringIO(results_csv(results["points"]))))
     assert [(r["variant"], r["datapath"]) for r in rows][:2] == [("fp32", "a"), ("fp32", "b")]
-    assert float(rows[0]["energy_mac_uj"]) == pytest.approx(5.0)
+    assert float(rows[0]["energy_mac_uj_per_inference"]) == pytest.approx(5.0)
+    assert float(rows[0]["energy_uj_per_inference"]) == pytest.approx(10.0)
+    assert float(rows[0]["compute_cycles"]) + float(rows[0]["stall_cycles"]) == float(
+        rows[0]["cycles"]
+    )
 
 
 def test_write_report_writes_every_file(tmp_path: Path) -> None:
