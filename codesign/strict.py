@@ -23,8 +23,9 @@ Why not pydantic v2 (measured with 2.14): strict mode refuses the list a TOML ar
 ``tuple`` field; lax mode turns ``true`` and ``1.0`` into ``1`` and ``"3"`` into ``3``; NaN
 passes unless every model opts out; errors are several lines with a URL and do not list the
 valid keys, so making them one line with the keys needs a walk over the schema anyway, which
-is most of this module. A generic checker of ~200 lines keeps the specs plain stdlib frozen
-dataclasses (``dataclasses.replace``/``fields``/``asdict`` unchanged) and adds no dependency.
+is most of this module. This checker (under 300 lines, TOML reading included) keeps the
+specs plain stdlib frozen dataclasses (``dataclasses.replace``/``fields``/``asdict`` unchanged)
+and adds no dependency.
 """
 
 from __future__ import annotations
