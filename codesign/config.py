@@ -1,25 +1,59 @@
-"""Frozen config dataclasses and strict TOML loading.
+"""Frozen config dataclasses of one transformation each, loaded strictly.
 
 Every run is described by data: a ``QuantSpec`` says how to quantize, a ``SparsitySpec`` how to
 prune. Specs round-trip through plain dicts (``to_dict``/``from_dict``), so they can be saved
-as JSON beside every result and inside every checkpoint. Unknown keys are errors that name
-the TOML path and the valid keys.
+as JSON beside every result and inside every checkpoint. Field annotations are the schema:
+``codesign.strict`` checks every value against them, from a file (errors name the TOML path:
+wrong type, value out of range, unknown key with the valid keys) or from code (``__post_init__``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import sys
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, get_args
 
 from codesign.errors import ConfigError
+from codesign.strict import (
+    NOT_BLANK,
+    Check,
+    Count,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    at_least,
+    between,
+    check_fields,
+    from_dict,
+    load_toml,
+    to_dict,
+)
+
+__all__ = [
+    "DEFAULT_CALIB_SAMPLES",
+    "DEFAULT_FINETUNE",
+    "DEFAULT_QAT",
+    "DEFAULT_VALIDATION_FRACTION",
+    "PRUNE_METHODS",
+    "PTQ_METHODS",
+    "LayerOverride",
+    "QuantSpec",
+    "SparsitySpec",
+    "TrainSpec",
+    "check_bits",
+    "from_dict",
+    "load_toml",
+    "resolve_overrides",
+    "to_dict",
+]
 
 # How a sparsity spec chooses its masks (``SparsitySpec.method``, ``[search] prune_method``,
 # ``codesign prune --prune-method``).
-PRUNE_METHODS = ("magnitude", "sparsegpt")
+PruneMethod = Literal["magnitude", "sparsegpt"]
+PRUNE_METHODS: tuple[str, ...] = get_args(PruneMethod)
+PtqMethod = Literal["auto", "minmax", "percentile", "mse", "adaround"]
+PTQ_METHODS: tuple[str, ...] = get_args(PtqMethod)
 # Training images that calibrate PTQ ranges and feed SparseGPT, unless a command or recipe
 # says otherwise (``--calib-samples``, ``[data] calib_samples``).
 DEFAULT_CALIB_SAMPLES = 512
@@ -27,14 +61,8 @@ DEFAULT_CALIB_SAMPLES = 512
 # ``[data] validation_fraction``): what the search and any model selection read.
 DEFAULT_VALIDATION_FRACTION = 0.1
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the same parser, published as tomli
-    import tomli as tomllib
-
-T = TypeVar("T")
-
 SUPPORTED_BITS = range(2, 9)
+Bits = Annotated[int, Check(lambda bits: bits in SUPPORTED_BITS, "from 2 to 8")]
 
 
 def check_bits(bits: int, what: str) -> int:
@@ -51,17 +79,14 @@ def check_bits(bits: int, what: str) -> int:
 class LayerOverride:
     """Per-layer settings for the layers whose name matches ``pattern`` (fnmatch syntax)."""
 
-    pattern: str
-    weight_bits: int | None = None
-    act_bits: int | None = None
+    pattern: Annotated[str, NOT_BLANK]
+    weight_bits: Bits | None = None
+    act_bits: Bits | None = None
     skip: bool = False  # leave the matched layers unquantized / unpruned
     sparsity: str | None = None  # for pruning overrides: "2:4", "0.5", or "dense"
 
     def __post_init__(self) -> None:
-        if self.weight_bits is not None:
-            check_bits(self.weight_bits, f"override {self.pattern!r} weight")
-        if self.act_bits is not None:
-            check_bits(self.act_bits, f"override {self.pattern!r} activation")
+        check_fields(self)
 
 
 def resolve_overrides(
@@ -105,25 +130,18 @@ class QuantSpec:
     Quantization", 2021). Measured effects: docs/results/.
     """
 
-    weight_bits: int = 8
-    act_bits: int = 8
+    weight_bits: Bits = 8
+    act_bits: Bits = 8
     per_channel: bool = True
-    method: str = "auto"
-    percentile: float = 99.99
+    method: PtqMethod = "auto"
+    percentile: Annotated[float, Check(lambda p: 50.0 < p <= 100.0, "in (50, 100]")] = 99.99
     bias_correction: bool = True
     fold_bn: bool = True
     keep_8bit: tuple[str, ...] = ()
     overrides: tuple[LayerOverride, ...] = ()
 
     def __post_init__(self) -> None:
-        check_bits(self.weight_bits, "weight")
-        check_bits(self.act_bits, "activation")
-        if self.method not in PTQ_METHODS:
-            raise ConfigError(
-                f"unknown PTQ method {self.method!r}: choose one of {', '.join(PTQ_METHODS)}"
-            )
-        if not 50.0 < self.percentile <= 100.0:
-            raise ConfigError(f"percentile {self.percentile} must lie in (50, 100]")
+        check_fields(self)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -131,9 +149,6 @@ class QuantSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "quant") -> QuantSpec:
         return from_dict(cls, data, where)
-
-
-PTQ_METHODS = ("auto", "minmax", "percentile", "mse", "adaround")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,46 +171,29 @@ class SparsitySpec:
     """
 
     sparsity: str = "2:4"
-    scope: str = "layer"
-    schedule: str = "oneshot"
+    scope: Literal["layer", "global", "lamp"] = "layer"
+    schedule: Literal["oneshot", "cubic"] = "oneshot"
     strict: bool = False
     exclude: tuple[str, ...] = ("conv1", "fc", "linear")
     overrides: tuple[LayerOverride, ...] = ()
     permute: bool = False
-    method: str = "magnitude"
-    prune_start: float = 0.0
-    prune_end: float = 0.6
-    prune_updates: int = 10
+    method: PruneMethod = "magnitude"
+    prune_start: Annotated[float, between(0.0, 1.0, "in [0, 1]")] = 0.0
+    prune_end: Annotated[float, between(0.0, 1.0, "in [0, 1]")] = 0.6
+    prune_updates: PositiveInt = 10
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.prune_start < self.prune_end <= 1.0:
+        check_fields(self)
+        if self.prune_start >= self.prune_end:
             raise ConfigError(
-                "sparsity.prune_start and prune_end are fractions of the fine-tuning steps "
-                f"with 0 <= start < end <= 1, got {self.prune_start} and {self.prune_end}"
-            )
-        if isinstance(self.prune_updates, bool) or not (
-            isinstance(self.prune_updates, int) and self.prune_updates >= 1
-        ):
-            raise ConfigError(
-                f"sparsity.prune_updates must be an integer >= 1, got {self.prune_updates!r}"
-            )
-        if self.scope not in ("layer", "global", "lamp"):
-            raise ConfigError(
-                f"unknown pruning scope {self.scope!r}: use 'layer', 'global' or 'lamp'"
-            )
-        if self.schedule not in ("oneshot", "cubic"):
-            raise ConfigError(f"unknown schedule {self.schedule!r}: use 'oneshot' or 'cubic'")
-        if self.method not in PRUNE_METHODS:
-            raise ConfigError(
-                f"unknown pruning method {self.method!r}: use one of {', '.join(PRUNE_METHODS)}"
+                "sparsity.prune_start must come before prune_end (fractions of the "
+                f"fine-tuning steps), got {self.prune_start} and {self.prune_end}"
             )
         if self.method == "sparsegpt" and (self.scope, self.schedule) != ("layer", "oneshot"):
             raise ConfigError(
                 "method 'sparsegpt' prunes one-shot, layer by layer: use scope 'layer' and "
                 f"schedule 'oneshot' (got scope {self.scope!r}, schedule {self.schedule!r})"
             )
-        if not isinstance(self.permute, bool):
-            raise ConfigError(f"sparsity.permute must be true or false, got {self.permute!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -212,27 +210,22 @@ class TrainSpec:
     ``distill_temperature`` > 0 adds a KL term to the float teacher's logits (Hinton et al.
     2015), which is what keeps QAT and pruning recovery from overfitting a small train split.
     ``freeze_bn_epoch``: from this epoch on BatchNorm statistics stop updating (-1: never).
+    ``momentum`` lies in (0, 1): the SGD is Nesterov's, which needs a momentum.
     """
 
-    epochs: int = 8
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 128
-    seed: int = 0
-    distill_temperature: float = 0.0
-    distill_weight: float = 0.9
-    freeze_bn_epoch: int = -1
-    warmup_epochs: float = 0.0
+    epochs: Count = 8
+    lr: PositiveFloat = 0.01
+    momentum: Annotated[float, Check(lambda m: 0.0 < m < 1.0, "in (0, 1)")] = 0.9
+    weight_decay: NonNegativeFloat = 5e-4
+    batch_size: PositiveInt = 128
+    seed: Count = 0
+    distill_temperature: NonNegativeFloat = 0.0  # 0: no distillation
+    distill_weight: Annotated[float, between(0.0, 1.0, "in [0, 1]")] = 0.9
+    freeze_bn_epoch: Annotated[int, at_least(-1)] = -1
+    warmup_epochs: NonNegativeFloat = 0.0
 
     def __post_init__(self) -> None:
-        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError(
-                f"training needs epochs >= 0, batch_size >= 1 and lr > 0 "
-                f"(got epochs={self.epochs}, batch_size={self.batch_size}, lr={self.lr})"
-            )
-        if not 0.0 <= self.distill_weight <= 1.0:
-            raise ConfigError(f"distill_weight {self.distill_weight} must lie in [0, 1]")
+        check_fields(self)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -253,55 +246,3 @@ DEFAULT_FINETUNE = TrainSpec(epochs=3, lr=0.01, distill_temperature=4.0, distill
 DEFAULT_QAT = TrainSpec(
     epochs=8, lr=0.0002, weight_decay=0.0, distill_temperature=4.0, distill_weight=0.9
 )
-
-
-def to_dict(spec: Any) -> dict[str, Any]:
-    """A JSON-able dict of a (nested) frozen dataclass; tuples become lists."""
-
-    def plain(value: Any) -> Any:
-        if dataclasses.is_dataclass(value):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, (tuple, list)):
-            return [plain(v) for v in value]
-        return value
-
-    return plain(spec)
-
-
-def from_dict(cls: type[T], data: Mapping[str, Any], where: str) -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys raise ConfigError naming ``where``."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"[{where}] must be a table, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"unknown key {where}.{unknown[0]}: valid keys are {', '.join(sorted(fields))}"
-        )
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        if name == "overrides":
-            kwargs[name] = tuple(
-                from_dict(LayerOverride, item, f"{where}.overrides[{i}]")
-                for i, item in enumerate(value)
-            )
-        elif isinstance(value, list):
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"[{where}]: {exc}") from None
-
-
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file; a missing file or a syntax error is a ConfigError."""
-    source = Path(path)
-    if not source.is_file():
-        raise ConfigError(f"recipe not found: {source} (give the path of a .toml file)")
-    try:
-        with source.open("rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source} is not valid TOML: {exc}") from None

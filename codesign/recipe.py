@@ -3,7 +3,8 @@
 A recipe is a TOML file read with stdlib ``tomllib`` into the frozen dataclasses below; the
 transformation specs inside it are the same ``QuantSpec`` / ``SparsitySpec`` / ``TrainSpec``
 the CLI commands build, so a recipe variant and the standalone command with the same settings
-run the same code. Unknown keys are errors naming their TOML path and the valid keys.
+run the same code. It loads through ``codesign.strict`` like every spec: a wrong type, a value
+out of range or an unknown key is one error naming its TOML path (and the valid keys).
 
 This lives beside ``config.py`` rather than inside it: ``config.py`` holds the specs of one
 transformation, this module the composition of a whole study.
@@ -33,14 +34,14 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from codesign.config import (
     DEFAULT_CALIB_SAMPLES,
     DEFAULT_FINETUNE,
     DEFAULT_QAT,
     DEFAULT_VALIDATION_FRACTION,
-    PRUNE_METHODS,
+    PruneMethod,
     QuantSpec,
     SparsitySpec,
     TrainSpec,
@@ -49,6 +50,15 @@ from codesign.config import (
     to_dict,
 )
 from codesign.errors import ConfigError
+from codesign.strict import (
+    NOT_BLANK,
+    NOT_EMPTY,
+    Check,
+    Count,
+    PositiveInt,
+    check_fields,
+    check_schema_version,
+)
 
 SCHEMA_VERSION = 1
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -73,8 +83,11 @@ class ModelSpec:
 
     name: str | None = None
     checkpoint: str | None = None
-    num_classes: int | None = None
+    num_classes: PositiveInt | None = None
     cifar_stem: bool | None = None
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,24 +103,21 @@ class DataSpec:
     subset is a class-stratified sample seeded by ``subset_seed``.
     """
 
-    source: str = "digits"
+    source: Annotated[str, NOT_BLANK] = "digits"
     download: bool = False
-    calib_samples: int = DEFAULT_CALIB_SAMPLES
-    capture_samples: int = 32
-    eval_samples: int = 0
-    image_size: int = 0
-    max_train_samples: int = 0
-    max_test_samples: int = 0
-    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
-    subset_seed: int = 0
+    calib_samples: PositiveInt = DEFAULT_CALIB_SAMPLES
+    capture_samples: PositiveInt = 32
+    eval_samples: Count = 0
+    image_size: Count = 0
+    max_train_samples: Count = 0
+    max_test_samples: Count = 0
+    validation_fraction: Annotated[float, Check(lambda f: 0.0 < f < 1.0, "in (0, 1)")] = (
+        DEFAULT_VALIDATION_FRACTION
+    )
+    subset_seed: Count = 0
 
     def __post_init__(self) -> None:
-        if self.calib_samples < 1 or self.capture_samples < 1 or self.eval_samples < 0:
-            raise ConfigError(
-                "data.calib_samples and data.capture_samples must be >= 1 and "
-                f"data.eval_samples >= 0 (got {self.calib_samples}, {self.capture_samples}, "
-                f"{self.eval_samples})"
-            )
+        check_fields(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,12 +125,11 @@ class HardwareSpec:
     """Datapaths (``recipes/hardware/<name>.toml`` names or paths) and the energy table
     (``recipes/energy/<name>.toml`` name or path; ``horowitz45`` is the built-in default)."""
 
-    archs: tuple[str, ...] = ("systolic-32x32-ws", "scnn")
+    archs: Annotated[tuple[str, ...], NOT_EMPTY] = ("systolic-32x32-ws", "scnn")
     energy: str = "horowitz45"
 
     def __post_init__(self) -> None:
-        if not self.archs:
-            raise ConfigError("hardware.archs is empty: name at least one datapath")
+        check_fields(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,18 +137,20 @@ class VariantSpec:
     """One configuration: prune (``sparsity``, fine-tuned by ``finetune``), then quantize
     (``quant``, PTQ), then optionally quantization-aware training (``qat``).
 
-    A variant without ``sparsity`` and ``quant`` is the float baseline.
+    A variant without ``sparsity`` and ``quant`` is the float baseline. Keys a ``qat`` /
+    ``finetune`` table leaves out take the ``codesign qat`` / ``codesign prune`` settings.
     """
 
-    name: str
+    name: Annotated[str, NOT_BLANK]
     quant: QuantSpec | None = None
-    qat: TrainSpec | None = None
+    qat: TrainSpec | None = dataclasses.field(default=None, metadata={"defaults": QAT_DEFAULTS})
     sparsity: SparsitySpec | None = None
-    finetune: TrainSpec | None = None
+    finetune: TrainSpec | None = dataclasses.field(
+        default=None, metadata={"defaults": FINETUNE_DEFAULTS}
+    )
 
     def __post_init__(self) -> None:
-        if not self.name or not isinstance(self.name, str):
-            raise ConfigError("every variant needs a non-empty name")
+        check_fields(self)
         if self.qat is not None and self.quant is None:
             raise ConfigError(f"variant {self.name!r}: [qat] needs a [quant] table too")
         if self.finetune is not None and self.sparsity is None:
@@ -171,28 +182,20 @@ class SearchSpec:
     """
 
     datapath: str = "scnn"
-    weight_bits: tuple[int, ...] = (4, 8)
-    act_bits: tuple[int, ...] = (4, 8)
-    sparsity: tuple[str, ...] = ("dense", "2:4")
+    weight_bits: Annotated[tuple[Literal[4, 8], ...], NOT_EMPTY] = (4, 8)
+    act_bits: Annotated[tuple[Literal[4, 8], ...], NOT_EMPTY] = (4, 8)
+    sparsity: Annotated[tuple[str, ...], NOT_EMPTY] = ("dense", "2:4")
     keep_8bit: tuple[str, ...] = ("first", "last")
-    sensitivity_samples: int = 1024
-    verify: int = 4
-    finetune: TrainSpec | None = None
-    qat: TrainSpec | None = None
-    prune_method: str = "magnitude"
+    sensitivity_samples: PositiveInt = 1024
+    verify: PositiveInt = 4
+    finetune: TrainSpec | None = dataclasses.field(
+        default=None, metadata={"defaults": FINETUNE_DEFAULTS}
+    )
+    qat: TrainSpec | None = dataclasses.field(default=None, metadata={"defaults": QAT_DEFAULTS})
+    prune_method: PruneMethod = "magnitude"
 
     def __post_init__(self) -> None:
-        if self.prune_method not in PRUNE_METHODS:
-            raise ConfigError(
-                f"search.prune_method {self.prune_method!r}: use one of {', '.join(PRUNE_METHODS)}"
-            )
-        for bits in (*self.weight_bits, *self.act_bits):
-            if bits not in (4, 8):
-                raise ConfigError(f"search widths must be 4 or 8, got {bits}")
-        if not self.weight_bits or not self.act_bits or not self.sparsity:
-            raise ConfigError("search.weight_bits, act_bits and sparsity need >= 1 choice each")
-        if self.verify < 1 or self.sensitivity_samples < 1:
-            raise ConfigError("search.verify and search.sensitivity_samples must be >= 1")
+        check_fields(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,12 +208,13 @@ class Recipe:
     data: DataSpec
     hardware: HardwareSpec
     variants: tuple[VariantSpec, ...]
-    seed: int = 0
-    train: TrainSpec | None = None
+    seed: Count = 0
+    train: TrainSpec | None = dataclasses.field(default=None, metadata={"defaults": TRAIN_DEFAULTS})
     search: SearchSpec | None = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
+        check_fields(self)
         names = [v.name for v in self.variants]
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
@@ -233,100 +237,19 @@ class Recipe:
         return data
 
 
-def _train_spec(data: Any, defaults: Mapping[str, Any], where: str) -> TrainSpec:
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"[{where}] must be a table, got {type(data).__name__}")
-    return from_dict(TrainSpec, {**defaults, **data}, where)
-
-
-def _section(cls: type, data: Any, where: str) -> Any:
-    return from_dict(cls, data if data is not None else {}, where)
-
-
-def _variant(data: Any, where: str) -> VariantSpec:
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"[{where}] must be a table, got {type(data).__name__}")
-    valid = {f.name for f in dataclasses.fields(VariantSpec)}
-    unknown = sorted(set(data) - valid)
-    if unknown:
-        raise ConfigError(
-            f"unknown key {where}.{unknown[0]}: valid keys are {', '.join(sorted(valid))}"
-        )
-    if "name" not in data:
-        raise ConfigError(f"[{where}] needs a name")
-    return VariantSpec(
-        name=str(data["name"]),
-        quant=from_dict(QuantSpec, data["quant"], f"{where}.quant") if "quant" in data else None,
-        qat=_train_spec(data["qat"], QAT_DEFAULTS, f"{where}.qat") if "qat" in data else None,
-        sparsity=from_dict(SparsitySpec, data["sparsity"], f"{where}.sparsity")
-        if "sparsity" in data
-        else None,
-        finetune=_train_spec(data["finetune"], FINETUNE_DEFAULTS, f"{where}.finetune")
-        if "finetune" in data
-        else None,
-    )
-
-
-def _search(data: Any, where: str) -> SearchSpec:
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"[{where}] must be a table, got {type(data).__name__}")
-    plain = {k: v for k, v in data.items() if k not in ("finetune", "qat")}
-    spec = from_dict(SearchSpec, plain, where)
-    if "finetune" in data:
-        spec = dataclasses.replace(
-            spec, finetune=_train_spec(data["finetune"], FINETUNE_DEFAULTS, f"{where}.finetune")
-        )
-    if "qat" in data:
-        spec = dataclasses.replace(spec, qat=_train_spec(data["qat"], QAT_DEFAULTS, f"{where}.qat"))
-    return spec
-
-
-RECIPE_KEYS = (
-    "schema_version",
-    "name",
-    "seed",
-    "model",
-    "data",
-    "hardware",
-    "variants",
-    "train",
-    "search",
-)
-
-
 def recipe_from_dict(data: Mapping[str, Any], where: str = "recipe") -> Recipe:
-    """Build a Recipe from parsed TOML/JSON; every error names the offending path."""
-    unknown = sorted(set(data) - set(RECIPE_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"unknown key {where}: {unknown[0]}: valid keys are {', '.join(RECIPE_KEYS)}"
-        )
-    version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ConfigError(
-            f"{where}: schema_version = {version!r}, this codesign reads schema_version = "
-            f"{SCHEMA_VERSION}; add or update the line at the top of the recipe"
-        )
-    variants = data.get("variants", [])
-    if not isinstance(variants, list):
-        raise ConfigError(f"{where}: variants must be an array of tables ([[variants]] blocks)")
-    if not variants and "train" not in data:
-        raise ConfigError(f"{where}: no [[variants]]: list at least one (e.g. name = 'fp32')")
-    return Recipe(
-        name=str(data.get("name", where)),
-        seed=int(data.get("seed", 0)),
-        model=_section(ModelSpec, data.get("model"), f"{where}.model"),
-        data=_section(DataSpec, data.get("data"), f"{where}.data"),
-        hardware=_section(HardwareSpec, data.get("hardware"), f"{where}.hardware"),
-        variants=tuple(
-            _variant(item, f"{where}.variants[{i}]") for i, item in enumerate(variants or [])
-        )
-        or (VariantSpec(name="fp32"),),
-        train=_train_spec(data["train"], TRAIN_DEFAULTS, f"{where}.train")
-        if "train" in data
-        else None,
-        search=_search(data["search"], f"{where}.search") if "search" in data else None,
-    )
+    """Build a Recipe from parsed TOML/JSON; every error names the offending path.
+
+    ``name`` defaults to ``where``, ``[model]`` / ``[data]`` / ``[hardware]`` to their field
+    defaults; without ``[[variants]]`` a ``[train]`` recipe gets the float baseline ``fp32``.
+    """
+    check_schema_version(data, SCHEMA_VERSION, where, ConfigError)
+    filled = {"name": where, "model": {}, "data": {}, "hardware": {}, **data}
+    if not data.get("variants", []):
+        if "train" not in data:
+            raise ConfigError(f"{where}: no [[variants]]: list at least one (e.g. name = 'fp32')")
+        filled["variants"] = [{"name": "fp32"}]
+    return from_dict(Recipe, filled, where)
 
 
 def load_recipe(path: str | Path, data_override: str | None = None) -> Recipe:

@@ -3,7 +3,9 @@
 Units are in field names (``_bytes``, ``_bits``, ``_bits_per_cycle``). ``kind`` picks the
 simulator: ``systolic`` (SCALE-Sim-style rows x cols array), ``dense`` (a PE array of scalar,
 vector, matrix-vector or matrix-matrix MAC units with a mapping search), ``scnn`` / ``dcnn``
-(Parashar et al., ISCA 2017) and ``tensor_core`` (dense or 2:4 sparse).
+(Parashar et al., ISCA 2017) and ``tensor_core`` (dense or 2:4 sparse). Field annotations
+are the file format: ``codesign.strict`` checks every value against them (``schema_version``
+at the top of every file; errors name the TOML path).
 """
 
 from __future__ import annotations
@@ -11,26 +13,28 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-from codesign.config import load_toml
-from codesign.errors import CodesignError, HardwareError
-from codesign.hw.strict import built, check_keys
+from codesign.errors import HardwareError
+from codesign.strict import (
+    Count,
+    PositiveFloat,
+    PositiveInt,
+    check_fields,
+    check_schema_version,
+    from_dict,
+    load_toml,
+)
 
-ARCH_KINDS = ("systolic", "dense", "scnn", "dcnn", "tensor_core")
-MAC_UNITS = ("scalar", "vector", "matrix_vector", "matrix_matrix")
-DATAFLOWS = ("ws", "os", "is", "os_lws", "ws_los")
-OBJECTIVES = ("energy", "edp")
-
-
-def _positive(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise HardwareError(f"{name} must be a positive number, got {value!r}")
-
-
-def _choice(value: str, name: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise HardwareError(f"unknown {name} {value!r}: choose one of {', '.join(choices)}")
+SCHEMA_VERSION = 1
+ArchKind = Literal["systolic", "dense", "scnn", "dcnn", "tensor_core"]
+MacUnit = Literal["scalar", "vector", "matrix_vector", "matrix_matrix"]
+Dataflow = Literal["ws", "os", "is", "os_lws", "ws_los"]
+Objective = Literal["energy", "edp"]
+ARCH_KINDS: tuple[str, ...] = get_args(ArchKind)
+MAC_UNITS: tuple[str, ...] = get_args(MacUnit)
+DATAFLOWS: tuple[str, ...] = get_args(Dataflow)
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,23 +49,19 @@ class ComputeSpec:
     ``zero_gating``: a MAC with a zero operand spends no multiplier/adder energy (still a cycle).
     """
 
-    unit: str = "scalar"
-    pes: int = 1
-    vector_width: int = 1
-    vector_outputs: int = 1
-    vector_pixels: int = 1
-    rows: int = 1
-    cols: int = 1
-    dataflow: str = "ws"
+    unit: MacUnit = "scalar"
+    pes: PositiveInt = 1
+    vector_width: PositiveInt = 1
+    vector_outputs: PositiveInt = 1
+    vector_pixels: PositiveInt = 1
+    rows: PositiveInt = 1
+    cols: PositiveInt = 1
+    dataflow: Dataflow = "ws"
     zero_gating: bool = False
-    accumulator_bits: int = 32
+    accumulator_bits: PositiveInt = 32
 
     def __post_init__(self) -> None:
-        _choice(self.unit, "compute.unit", MAC_UNITS)
-        _choice(self.dataflow, "compute.dataflow", DATAFLOWS)
-        for name in ("pes", "vector_width", "vector_outputs", "vector_pixels", "rows", "cols"):
-            _positive(getattr(self, name), f"compute.{name}")
-        _positive(self.accumulator_bits, "compute.accumulator_bits")
+        check_fields(self, HardwareError)
 
     @property
     def unit_shape(self) -> tuple[int, int, int]:
@@ -84,19 +84,15 @@ class MemorySpec:
     the scratchpad), and set the memory-bound stalls.
     """
 
-    rf_bytes: int = 64
-    spad_bytes: int = 0
-    gbuf_bytes: int = 256 * 1024
-    spad_bits_per_cycle: float = 4096.0
-    gbuf_bits_per_cycle: float = 1024.0
-    dram_bits_per_cycle: float = 128.0
+    rf_bytes: PositiveInt = 64
+    spad_bytes: Count = 0
+    gbuf_bytes: PositiveInt = 256 * 1024
+    spad_bits_per_cycle: PositiveFloat = 4096.0
+    gbuf_bits_per_cycle: PositiveFloat = 1024.0
+    dram_bits_per_cycle: PositiveFloat = 128.0
 
     def __post_init__(self) -> None:
-        for name in ("rf_bytes", "gbuf_bytes", "spad_bits_per_cycle", "gbuf_bits_per_cycle"):
-            _positive(getattr(self, name), f"memory.{name}")
-        _positive(self.dram_bits_per_cycle, "memory.dram_bits_per_cycle")
-        if self.spad_bytes < 0:
-            raise HardwareError(f"memory.spad_bytes must be >= 0, got {self.spad_bytes}")
+        check_fields(self, HardwareError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,26 +109,23 @@ class ScnnSpec:
     DCNN's speed on dense layers): that one number is fitted, not predicted.
     """
 
-    pe_rows: int = 8
-    pe_cols: int = 8
-    mult_f: int = 4
-    mult_i: int = 4
-    accumulator_banks: int = 32
-    kc: int = 8
-    iaram_bytes: int = 10 * 1024
-    oaram_bytes: int = 10 * 1024
-    weight_fifo_bytes: int = 500  # 50 entries
-    accumulator_bytes: int = 6 * 1024
-    zero_run_bits: int = 4
-    xbar_queue_depth: int = 8
+    pe_rows: PositiveInt = 8
+    pe_cols: PositiveInt = 8
+    mult_f: PositiveInt = 4
+    mult_i: PositiveInt = 4
+    accumulator_banks: PositiveInt = 32
+    kc: PositiveInt = 8
+    iaram_bytes: PositiveInt = 10 * 1024
+    oaram_bytes: PositiveInt = 10 * 1024
+    weight_fifo_bytes: PositiveInt = 500  # 50 entries
+    accumulator_bytes: PositiveInt = 6 * 1024
+    zero_run_bits: PositiveInt = 4
+    xbar_queue_depth: PositiveInt = 8
     compressed_dram: bool = True
     zero_gating: bool = False
 
     def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if not isinstance(value, bool):
-                _positive(value, f"scnn.{field.name}")
+        check_fields(self, HardwareError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,16 +137,15 @@ class TensorCoreSpec:
     kept weight in storage and traffic. Non-compliant layers run at the dense rate.
     """
 
-    cores: int = 4
-    m: int = 8
-    n: int = 8
-    k: int = 16
+    cores: PositiveInt = 4
+    m: PositiveInt = 8
+    n: PositiveInt = 8
+    k: PositiveInt = 16
     sparse_2of4: bool = False
-    metadata_bits: int = 2
+    metadata_bits: PositiveInt = 2
 
     def __post_init__(self) -> None:
-        for name in ("cores", "m", "n", "k", "metadata_bits"):
-            _positive(getattr(self, name), f"tensor_core.{name}")
+        check_fields(self, HardwareError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,63 +153,29 @@ class ArchSpec:
     """One accelerator. ``objective`` is what the mapping search minimises (energy or EDP)."""
 
     name: str
-    kind: str
+    kind: ArchKind
     description: str = ""
-    objective: str = "energy"
-    clock_mhz: float = 1000.0
+    objective: Objective = "energy"
+    clock_mhz: PositiveFloat = 1000.0
     compute: ComputeSpec = ComputeSpec()
     memory: MemorySpec = MemorySpec()
     scnn: ScnnSpec = ScnnSpec()
     tensor_core: TensorCoreSpec = TensorCoreSpec()
+    schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        _choice(self.kind, "kind", ARCH_KINDS)
-        _choice(self.objective, "objective", OBJECTIVES)
-        _positive(self.clock_mhz, "clock_mhz")
+        check_fields(self, HardwareError)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {
-    "compute": ComputeSpec,
-    "memory": MemorySpec,
-    "scnn": ScnnSpec,
-    "tensor_core": TensorCoreSpec,
-}
-
-
-def _section(cls: type, data: Any, where: str) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    check_keys(data, set(fields), where)
-    for name, value in data.items():
-        expected = type(getattr(cls(), name))
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            continue
-        if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
-            raise HardwareError(
-                f"{where}.{name} must be {expected.__name__}, got {type(value).__name__} {value!r}"
-            )
-    return built(lambda: cls(**data), where)
-
-
 def arch_from_dict(data: Mapping[str, Any], where: str = "arch") -> ArchSpec:
-    """Build an ``ArchSpec`` from the TOML layout; unknown keys name their TOML path."""
-    top = {"name", "kind", "description", "objective", "clock_mhz", *_SECTIONS}
-    check_keys(data, top, where, required={"name", "kind"})
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        if key in _SECTIONS:
-            kwargs[key] = _section(_SECTIONS[key], value, f"{where}.{key}")
-        else:
-            kwargs[key] = value
-    return built(lambda: ArchSpec(**kwargs), where)
+    """Build an ``ArchSpec`` from the TOML layout; every error names its TOML path."""
+    check_schema_version(data, SCHEMA_VERSION, where, HardwareError)
+    return from_dict(ArchSpec, data, where, HardwareError)
 
 
 def load_arch(path: str | Path) -> ArchSpec:
-    """Read ``recipes/hardware/<name>.toml`` into a frozen ``ArchSpec`` (strict keys)."""
-    try:
-        data = load_toml(path)
-    except CodesignError as exc:
-        raise HardwareError(str(exc)) from None
-    return arch_from_dict(data, where=Path(path).name)
+    """Read ``recipes/hardware/<name>.toml`` into a frozen ``ArchSpec`` (strict keys and types)."""
+    return arch_from_dict(load_toml(path, HardwareError), where=Path(path).name)

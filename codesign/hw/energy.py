@@ -22,12 +22,25 @@ import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from codesign.config import load_toml
-from codesign.errors import CodesignError, HardwareError
+from codesign.errors import HardwareError
 from codesign.hw.records import Action
-from codesign.hw.strict import built, check_keys
+from codesign.strict import (
+    NOT_BLANK,
+    NonNegativeFloat,
+    PositiveInt,
+    at,
+    check_fields,
+    check_schema_version,
+    check_table,
+    convert,
+    from_dict,
+    load_toml,
+    to_dict,
+)
+
+SCHEMA_VERSION = 1
 
 HOROWITZ = (
     "M. Horowitz, 'Computing's energy problem (and what we can do about it)', "
@@ -44,28 +57,23 @@ EYERISS = (
 class Sourced:
     """One energy figure in picojoules and where it comes from."""
 
-    pj: float
-    source: str
+    pj: NonNegativeFloat
+    source: Annotated[str, NOT_BLANK]  # every figure cites where it comes from
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.pj, (int, float)) and math.isfinite(self.pj) and self.pj >= 0):
-            raise HardwareError(f"energy {self.pj!r} pJ must be a finite number >= 0")
-        if not str(self.source).strip():
-            raise HardwareError(f"energy {self.pj} pJ has no source: every entry must cite one")
+        check_fields(self, HardwareError)
 
 
 @dataclasses.dataclass(frozen=True)
 class SramPoint:
     """Energy of one 64-bit access to an SRAM of ``size_bytes``."""
 
-    size_bytes: int
-    pj: float
-    source: str
+    size_bytes: PositiveInt
+    pj: NonNegativeFloat
+    source: Annotated[str, NOT_BLANK]
 
     def __post_init__(self) -> None:
-        Sourced(self.pj, self.source)  # same validation
-        if self.size_bytes <= 0:
-            raise HardwareError(f"SRAM point size_bytes must be > 0, got {self.size_bytes}")
+        check_fields(self, HardwareError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +93,10 @@ class EnergyTable:
     register_16b: Sourced  # one 16-bit register-file access
     dram_64b: Sourced  # one 64-bit DRAM access
     sram_64b: tuple[SramPoint, ...]  # one 64-bit SRAM access by capacity, ascending
+    schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
+        check_fields(self, HardwareError)
         sizes = [point.size_bytes for point in self.sram_64b]
         if not sizes or sizes != sorted(set(sizes)):
             raise HardwareError(
@@ -162,7 +172,10 @@ class EnergyTable:
         return by_component
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The file layout: ``entries`` in their own table (``energy_table_from_dict`` reads it)."""
+        flat = to_dict(self)
+        entries = {field: flat.pop(field) for field in ENTRY_FIELDS}
+        return {**flat, "entries": entries}
 
 
 def _horowitz(pj: float, what: str) -> Sourced:
@@ -198,7 +211,7 @@ def horowitz45() -> EnergyTable:
     )
 
 
-_ENTRY_FIELDS = (
+ENTRY_FIELDS = (
     "int8_add",
     "int32_add",
     "int8_mult",
@@ -213,49 +226,25 @@ _ENTRY_FIELDS = (
 
 
 def energy_table_from_dict(data: Mapping[str, Any], where: str = "energy") -> EnergyTable:
-    """Build a table from the TOML layout; unknown or missing keys are errors naming the path.
+    """Build a table from the TOML layout; every error names its TOML path.
 
-    Layout: ``name``, ``description``, ``[entries]`` with one ``{pj, source}`` table per field
-    of ``EnergyTable`` (``int8_add`` ... ``dram_64b``), and ``[[sram_64b]]`` points
-    ``{size_bytes, pj, source}``.
+    Layout: ``schema_version``, ``name``, ``description``, ``[entries]`` with one
+    ``{pj, source}`` table per field of ``EnergyTable`` (``int8_add`` ... ``dram_64b``), and
+    ``[[sram_64b]]`` points ``{size_bytes, pj, source}``.
     """
-    check_keys(data, {"name", "description", "entries", "sram_64b"}, where)
-    entries = data.get("entries", {})
-    check_keys(entries, set(_ENTRY_FIELDS), f"{where}.entries", required=set(_ENTRY_FIELDS))
-    kwargs: dict[str, Any] = {}
-    for field in _ENTRY_FIELDS:
-        entry = entries[field]
-        check_keys(entry, {"pj", "source"}, f"{where}.entries.{field}", required={"pj", "source"})
-        kwargs[field] = built(lambda e=entry: Sourced(float(e["pj"]), str(e["source"])), where)
-    points = []
-    for i, point in enumerate(data.get("sram_64b", [])):
-        path = f"{where}.sram_64b[{i}]"
-        check_keys(
-            point, {"size_bytes", "pj", "source"}, path, required={"size_bytes", "pj", "source"}
-        )
-        points.append(
-            built(
-                lambda p=point: SramPoint(int(p["size_bytes"]), float(p["pj"]), str(p["source"])),
-                path,
-            )
-        )
-    return built(
-        lambda: EnergyTable(
-            name=str(data.get("name", "unnamed")),
-            description=str(data.get("description", "")),
-            sram_64b=tuple(points),
-            **kwargs,
-        ),
-        where,
-    )
+    check_schema_version(data, SCHEMA_VERSION, where, HardwareError)
+    top = {"schema_version", "name", "description", "entries", "sram_64b"}
+    check_table(data, top, where, HardwareError, required=top)
+    inside = at(where, "entries")
+    entries = check_table(data["entries"], ENTRY_FIELDS, inside, HardwareError, ENTRY_FIELDS)
+    flat = {key: value for key, value in data.items() if key != "entries"}
+    for field in ENTRY_FIELDS:  # each entry checked at its own path, then the whole table
+        flat[field] = convert(entries[field], Sourced, at(inside, field), HardwareError)
+    return from_dict(EnergyTable, flat, where, HardwareError)
 
 
 def load_energy_table(path: str | Path | None = None) -> EnergyTable:
     """Read ``recipes/energy/<name>.toml``; ``None`` gives the built-in :func:`horowitz45`."""
     if path is None:
         return horowitz45()
-    try:
-        data = load_toml(path)
-    except CodesignError as exc:
-        raise HardwareError(str(exc)) from None
-    return energy_table_from_dict(data, where=Path(path).name)
+    return energy_table_from_dict(load_toml(path, HardwareError), where=Path(path).name)

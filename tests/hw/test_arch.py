@@ -31,23 +31,29 @@ def test_required_recipes_exist_and_load():
         assert load_arch(path).name == path.stem
 
 
+def _arch(**fields):
+    return {"schema_version": 1, "name": "x", "kind": "systolic", **fields}
+
+
 def test_unknown_key_names_its_toml_path_and_the_valid_keys():
     with pytest.raises(
         HardwareError, match=r"unknown key arch\.compute\.dataflw: valid keys are .*dataflow"
     ):
-        arch_from_dict({"name": "x", "kind": "systolic", "compute": {"dataflw": "ws"}})
+        arch_from_dict(_arch(compute={"dataflw": "ws"}))
     with pytest.raises(HardwareError, match="unknown key arch.speed"):
-        arch_from_dict({"name": "x", "kind": "systolic", "speed": 1})
+        arch_from_dict(_arch(speed=1))
 
 
 def test_bad_values_are_errors():
-    with pytest.raises(HardwareError, match="unknown compute.dataflow 'rs'"):
-        arch_from_dict({"name": "x", "kind": "dense", "compute": {"dataflow": "rs"}})
-    with pytest.raises(HardwareError, match=r"arch\.compute\.rows must be int"):
-        arch_from_dict({"name": "x", "kind": "systolic", "compute": {"rows": "32"}})
-    with pytest.raises(HardwareError, match="positive"):
-        arch_from_dict({"name": "x", "kind": "systolic", "compute": {"rows": 0}})
-    with pytest.raises(HardwareError, match="unknown kind"):
-        arch_from_dict({"name": "x", "kind": "gpu"})
+    with pytest.raises(HardwareError, match=r"arch\.compute\.dataflow: expected one of .*'rs'"):
+        arch_from_dict(_arch(kind="dense", compute={"dataflow": "rs"}))
+    with pytest.raises(HardwareError, match=r"arch\.compute\.rows: expected an integer"):
+        arch_from_dict(_arch(compute={"rows": "32"}))
+    with pytest.raises(
+        HardwareError, match=r"arch\.compute\.rows: expected an integer >= 1, got 0"
+    ):
+        arch_from_dict(_arch(compute={"rows": 0}))
+    with pytest.raises(HardwareError, match=r"arch\.kind: expected one of .*'gpu'"):
+        arch_from_dict(_arch(kind="gpu"))
     with pytest.raises(HardwareError, match="recipe not found"):
         load_arch(HARDWARE_DIR / "nope.toml")
