@@ -17,8 +17,9 @@ from typing import Any
 
 from codesign.config import DEFAULT_CALIB_SAMPLES, PRUNE_METHODS
 from codesign.errors import CodesignError, ConfigError
+from codesign.resources import bundled_checkpoint, resolve_recipe
 
-DEMO_CHECKPOINT = Path(__file__).parent / "checkpoints" / "resnet8-digits.pt"
+DEMO_CHECKPOINT = bundled_checkpoint("resnet8-digits")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -449,18 +450,18 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
-    """The main job on the embedded default: ``recipes/digits.toml`` (the bundled digits
+    """The main job on the embedded default: the bundled recipe ``digits`` (the digits
     ResNet-8 in FP32, INT8/INT4 PTQ, INT4 QAT, 2:4 and unstructured, on a dense systolic
     array, SCNN and a 2:4 tensor core) with the full report."""
     import torch
 
     from codesign.experiment import run_recipe
-    from codesign.recipe import RECIPES_DIR, load_recipe
+    from codesign.recipe import load_recipe
 
     # One thread: on 8x8 digits a second thread costs more in synchronisation than it saves,
     # and on a shared machine oversubscribed threads made fine-tuning 30x slower (measured).
     torch.set_num_threads(1)
-    recipe = load_recipe(RECIPES_DIR / "digits.toml")
+    recipe = load_recipe(resolve_recipe("digits"))
     results = run_recipe(recipe, args.out, progress=not args.quiet)
     summary = {
         "data": results["data"],
