@@ -17,7 +17,7 @@ from typing import Any
 
 from codesign.config import DEFAULT_CALIB_SAMPLES, PRUNE_METHODS
 from codesign.errors import CodesignError, ConfigError
-from codesign.resources import bundled_checkpoint, resolve_recipe
+from codesign.resources import bundled_checkpoint, resolve_named_file, resolve_recipe
 
 DEMO_CHECKPOINT = bundled_checkpoint("resnet8-digits")
 
@@ -144,18 +144,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="capture real tensors and simulate an accelerator")
     _common(p)
     p.add_argument("--samples", type=_positive_int, default=32, help="test images captured")
-    p.add_argument("--arch", required=True, type=Path, help="recipes/hardware/<name>.toml")
-    p.add_argument("--energy", type=Path, default=None, help="recipes/energy/<name>.toml")
+    p.add_argument(
+        "--arch", required=True, help="bundled datapath name (scnn) or a hardware TOML path"
+    )
+    p.add_argument(
+        "--energy", help="bundled energy table name (horowitz45, the default) or a TOML path"
+    )
 
     p = sub.add_parser("run", help="run every variant of a recipe and write the report")
-    p.add_argument("recipe", type=Path, help="recipes/<name>.toml")
+    p.add_argument("recipe", help="bundled recipe name (digits) or a recipe TOML path")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--data", help="replace the recipe's data source (e.g. imagefolder:DIR)")
     p.add_argument("--force", action="store_true", help="recompute variants already done")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("search", help="hardware-aware per-layer precision/sparsity search")
-    p.add_argument("recipe", type=Path, help="recipes/<name>.toml (its [search] table)")
+    p.add_argument("recipe", help="bundled recipe name or a recipe TOML path ([search] table)")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     goal = p.add_mutually_exclusive_group(required=True)
     goal.add_argument("--energy-budget-uj", type=float, help="energy per inference budget (uJ)")
@@ -437,13 +441,15 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
     )
     from codesign.pipeline import load_model
 
-    arch = load_arch(args.arch)
-    energy = load_energy_table(args.energy)
+    arch_path = resolve_named_file(args.arch, "hardware")
+    arch = load_arch(arch_path)
+    energy_path = None if args.energy is None else resolve_named_file(args.energy, "energy")
+    energy = load_energy_table(energy_path)
     model, _, _ = load_model(args.checkpoint, args.model)
     dataset = load_dataset(args.data, args.download)
     records = capture(model, make_forward_loop(dataset.test, 64, args.samples))
     costs = simulate(records, arch, energy)
-    result = summarize(costs, args.arch.stem)
+    result = summarize(costs, arch_path.stem)
     result["samples"] = min(args.samples, len(dataset.test))
     write_layers_csv(costs, args.out / "layers.csv")
     return _finish(args.out, result)
@@ -479,7 +485,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.experiment import run_recipe
     from codesign.recipe import load_recipe
 
-    recipe = load_recipe(args.recipe, data_override=args.data)
+    recipe = load_recipe(resolve_recipe(args.recipe), data_override=args.data)
     return run_recipe(recipe, args.out, force=args.force, progress=not args.quiet)
 
 
@@ -488,7 +494,7 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.recipe import load_recipe
     from codesign.search import run_search
 
-    recipe = load_recipe(args.recipe, data_override=args.data)
+    recipe = load_recipe(resolve_recipe(args.recipe), data_override=args.data)
     check_out_dir(args.out)
     study = open_study(recipe, args.out, progress=not args.quiet)
     scored = run_study(study, force=args.force)
