@@ -30,7 +30,14 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 def bundled_dir(package: str, sub: str = "") -> Path:
     """The directory of a data package (``sub``: a folder inside it) on the file system."""
-    root = files(package)
+    try:
+        root = files(package)
+    except ModuleNotFoundError:
+        # An editable install made before recipes/ and checkpoints/ became packages has no
+        # mapping for them: only reinstalling regenerates setuptools' finder.
+        raise ConfigError(
+            f"{package} is not installed: reinstall codesign (pip install -e . or pip install .)"
+        ) from None
     # Callers hand these paths to tomllib and torch.load; a zipped install would need
     # extraction, and pip never installs codesign zipped.
     if not isinstance(root, Path):

@@ -31,6 +31,11 @@ def test_bundled_files_are_the_repository_folders_in_a_source_install() -> None:
     assert bundled_dir(CHECKPOINTS_PACKAGE).resolve() == ROOT / "checkpoints"
 
 
+def test_a_missing_data_package_says_to_reinstall() -> None:
+    with pytest.raises(ConfigError, match="reinstall codesign"):
+        bundled_dir("codesign.no_such_data")
+
+
 def test_every_kind_lists_its_names() -> None:
     assert {"digits", "resnet20_cifar10"} <= set(bundled_names("recipe"))
     assert {"scnn", "systolic-32x32-ws"} <= set(bundled_names("hardware"))
