@@ -21,8 +21,9 @@ from codesign.config import (
     PRUNE_METHODS,
 )
 from codesign.errors import CodesignError, ConfigError
+from codesign.resources import bundled_checkpoint, resolve_named_file, resolve_recipe
 
-DEMO_CHECKPOINT = Path(__file__).parent / "checkpoints" / "resnet8-digits.pt"
+DEMO_CHECKPOINT = bundled_checkpoint("resnet8-digits")
 
 DESCRIPTION = (
     "Quantize and prune a DNN, capture the real tensors of every layer and simulate them on "
@@ -324,12 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--arch",
         required=True,
-        type=Path,
         help="datapath: a bundled hardware name such as scnn, or a hardware .toml (required)",
     )
     p.add_argument(
         "--energy",
-        type=Path,
         default=None,
         help="energy table: a bundled name such as eyeriss-relative, or an energy .toml "
         "(default: horowitz45)",
@@ -341,9 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
         "prune, fine-tune, PTQ, QAT as each variant says, then accuracy, one capture and "
         "every datapath simulated; resumes from OUT/variants/.",
     )
-    p.add_argument(
-        "recipe", type=Path, help="recipe: a bundled name such as digits, or a recipe .toml"
-    )
+    p.add_argument("recipe", help="recipe: a bundled name such as digits, or a recipe .toml")
     p.add_argument(
         "--out", required=True, type=Path, help="output directory for the report (required)"
     )
@@ -367,7 +364,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "recipe",
-        type=Path,
         help="recipe with a [search] table: a bundled name such as digits, or a recipe .toml",
     )
     p.add_argument(
@@ -668,14 +664,16 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
     )
     from codesign.pipeline import load_model
 
-    arch = load_arch(args.arch)
-    energy = load_energy_table(args.energy)
+    arch_path = resolve_named_file(args.arch, "hardware")
+    arch = load_arch(arch_path)
+    energy_path = None if args.energy is None else resolve_named_file(args.energy, "energy")
+    energy = load_energy_table(energy_path)
     model, _, _ = load_model(args.checkpoint, args.model)
     dataset = _dataset(args)
     images, captured = dataset.capture_set(args.samples)
     records = capture(model, make_forward_loop(images, 64))
     costs = simulate(records, arch, energy)
-    result = summarize(costs, args.arch.stem)
+    result = summarize(costs, arch_path.stem)
     result["subsets"] = {
         "validation": dataset.validation_info.to_dict(),
         "capture": captured.to_dict(),
@@ -685,18 +683,18 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
-    """The main job on the embedded default: ``recipes/digits.toml`` (the bundled digits
+    """The main job on the embedded default: the bundled recipe ``digits`` (the digits
     ResNet-8 in FP32, INT8/INT4 PTQ, INT4 QAT, 2:4 and unstructured, on a dense systolic
     array, SCNN and a 2:4 tensor core) with the full report."""
     import torch
 
     from codesign.experiment import run_recipe
-    from codesign.recipe import RECIPES_DIR, load_recipe
+    from codesign.recipe import load_recipe
 
     # One thread: on 8x8 digits a second thread costs more in synchronisation than it saves,
     # and on a shared machine oversubscribed threads made fine-tuning 30x slower (measured).
     torch.set_num_threads(1)
-    recipe = load_recipe(RECIPES_DIR / "digits.toml")
+    recipe = load_recipe(resolve_recipe("digits"))
     results = run_recipe(recipe, args.out, progress=not args.quiet)
     summary = {
         "data": results["data"],
@@ -714,7 +712,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.experiment import run_recipe
     from codesign.recipe import load_recipe
 
-    recipe = load_recipe(args.recipe, data_override=args.data)
+    recipe = load_recipe(resolve_recipe(args.recipe), data_override=args.data)
     return run_recipe(recipe, args.out, force=args.force, progress=not args.quiet)
 
 
@@ -723,7 +721,7 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.recipe import load_recipe
     from codesign.search import run_search
 
-    recipe = load_recipe(args.recipe, data_override=args.data)
+    recipe = load_recipe(resolve_recipe(args.recipe), data_override=args.data)
     check_out_dir(args.out)
     study = open_study(recipe, args.out, progress=not args.quiet)
     scored = run_study(study, force=args.force)

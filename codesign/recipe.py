@@ -50,6 +50,11 @@ from codesign.config import (
     to_dict,
 )
 from codesign.errors import ConfigError
+
+# The resolvers of recipe names and ``bundled:`` checkpoints live in codesign.resources (with
+# the bundled files they find); imported here too for the callers that take them from here.
+from codesign.resources import resolve_checkpoint as resolve_checkpoint
+from codesign.resources import resolve_named_file as resolve_named_file
 from codesign.strict import (
     NOT_BLANK,
     NOT_EMPTY,
@@ -61,10 +66,6 @@ from codesign.strict import (
 )
 
 SCHEMA_VERSION = 1
-PACKAGE_DIR = Path(__file__).resolve().parent
-# Recipes ship in the source tree beside the package (README installs it editable).
-RECIPES_DIR = PACKAGE_DIR.parent / "recipes"
-BUNDLED_PREFIX = "bundled:"
 
 # The settings `codesign qat` and `codesign prune --epochs E` use when a recipe's [qat] or
 # [finetune] table leaves a key out, so that a recipe variant reproduces the standalone command.
@@ -260,34 +261,6 @@ def load_recipe(path: str | Path, data_override: str | None = None) -> Recipe:
             recipe, data=dataclasses.replace(recipe.data, source=data_override)
         )
     return recipe
-
-
-def resolve_named_file(value: str, kind: str) -> Path:
-    """``value`` as a path if it exists, else ``recipes/<kind>/<value>.toml``."""
-    direct = Path(value)
-    if direct.is_file():
-        return direct
-    named = RECIPES_DIR / kind / f"{value.removesuffix('.toml')}.toml"
-    if named.is_file():
-        return named
-    available = sorted(p.stem for p in (RECIPES_DIR / kind).glob("*.toml"))
-    raise ConfigError(
-        f"no {kind} recipe {value!r}: give a path or one of {', '.join(available) or '(none found)'}"
-    )
-
-
-def resolve_checkpoint(value: str) -> Path:
-    """A checkpoint path, or ``bundled:<stem>`` for one shipped inside the package."""
-    if value.startswith(BUNDLED_PREFIX):
-        stem = value[len(BUNDLED_PREFIX) :]
-        path = PACKAGE_DIR / "checkpoints" / f"{stem}.pt"
-        if not path.is_file():
-            bundled = sorted(p.stem for p in (PACKAGE_DIR / "checkpoints").glob("*.pt"))
-            raise ConfigError(
-                f"no bundled checkpoint {stem!r}: bundled ones are {', '.join(bundled)}"
-            )
-        return path
-    return Path(value)
 
 
 def slug(text: str) -> str:

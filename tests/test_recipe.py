@@ -9,7 +9,6 @@ import pytest
 
 from codesign.errors import ConfigError
 from codesign.recipe import (
-    RECIPES_DIR,
     Recipe,
     load_recipe,
     recipe_from_dict,
@@ -17,7 +16,9 @@ from codesign.recipe import (
     resolve_named_file,
     slug,
 )
+from codesign.resources import RECIPES_PACKAGE, bundled_dir
 
+RECIPES_DIR = bundled_dir(RECIPES_PACKAGE)
 RECIPES = sorted(RECIPES_DIR.glob("*.toml"))
 
 
