@@ -18,6 +18,7 @@ POINT_COLUMNS = (
     "source",
     "datapath",
     "top1",
+    "val_top1",
     "energy_uj_per_inference",
     "cycles",
     "compute_cycles",
@@ -39,6 +40,7 @@ def points_of(variant: dict[str, Any], source: str = "recipe") -> list[dict[str,
                 "source": source,
                 "datapath": name,
                 "top1": variant["top1"],
+                "val_top1": variant["val_top1"],
                 "energy_uj_per_inference": summary["energy_uj_per_inference"],
                 "energy_by_component_uj_per_inference": summary[
                     "energy_by_component_uj_per_inference"

@@ -40,6 +40,7 @@ def _variant(name: str, top1: float, energies: dict[str, float]) -> dict:
         "variant": name,
         "config": {"name": name},
         "top1": top1,
+        "val_top1": top1,
         "correct": 1,
         "samples": 1,
         "weight_sparsity": 0.5,
