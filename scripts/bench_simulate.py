@@ -5,9 +5,8 @@ Targets: ResNet-50 at 224x224, batch 1, <= 5 s wall; CIFAR ResNet-20 on 256 imag
 Random inputs stand in for data (the cost does not depend on pixel values); ResNet-20 inputs
 go through its ReLUs, so activation sparsity is real.
 
-Threads: ``--threads`` (default 1). On a 2-core machine shared with other jobs, torch's
-2-thread kernels wait on a descheduled worker after every op (we measured ResNet-50 forward
-0.18 s with 1 thread vs 2.6 s with 2 threads under load average 5), so 1 is the robust default.
+Threads: ``--threads`` (default 1). On a small machine shared with other jobs, torch's
+multi-thread kernels wait on a descheduled worker after every op, so 1 is the robust default.
 
 Run: python scripts/bench_simulate.py [--threads N]
 """

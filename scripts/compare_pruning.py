@@ -17,8 +17,8 @@ whose spec must be that budget's, else it is an error); the torch side then gets
 fine-tuning and cubic timing that run recorded, which halves the cost.
 
 Cost: one fine-tuning run per side and budget (the torch run of 2:4 and of 50 % one-shot is
-shared when their fine-tuning is the same); a 3-epoch run takes ~70 s on the idle 2-core
-machine (~15 min wall at load 5-12), so the default budgets take about 10 minutes.
+shared when their fine-tuning is the same): about ten 3-epoch ResNet-20 fine-tunings for the
+default budgets.
 
 Usage:
 

@@ -36,11 +36,10 @@ Layers: every distinct conv/linear shape of CIFAR ResNet-20 (7 shapes, 32x32 inp
 recipes: the stride-2 layers (first 3x3 conv of stages 2-4 and the three 1x1 downsample
 convs) and the FC, 7 of its 12 distinct shapes, which add to ResNet-20's what it lacks
 (reductions up to R = 2304, up to K = 1000 filters, 1x1 strided convs, M = 1 GEMMs).
-SCALE-Sim walks its demand matrices one cycle at a time in Python (~3k cycles/s on this
-shared 2-core machine: ResNet-20 took 1.1 min, this subset 4.6 min, under load average
-6-10), so the 5 other shapes (the 7x7 stem, M = 12544, and the stride-1 3x3 convs, the same
-kind as ResNet-20's; 2.3 M more cycles) add 14 min on 32x32 arrays (measured, load average
-8-10), and 16x16 arrays would take ~3x that; ``--resnet18-all`` runs all 12 shapes (78 rows,
+SCALE-Sim walks its demand matrices one cycle at a time in Python (a few thousand cycles
+per second on a 2-core CPU), so the 5 other shapes (the 7x7 stem, M = 12544, and the
+stride-1 3x3 convs, the same kind as ResNet-20's; 2.3 M more cycles) take several times
+longer than this subset on 32x32 arrays, and 16x16 arrays about 3x that; ``--resnet18-all`` runs all 12 shapes (78 rows,
 all exact as well when last run).
 
 Run: python scripts/validate_systolic.py [--nets resnet20 resnet18] [--resnet18-all] [--fresh]

@@ -239,8 +239,8 @@ def adaround_(
     each layer its stored weight is codes * scale, so nearest rounding reproduces the codes
     and later layers see its final output. Returns per-layer errors and seconds.
 
-    Runs on one thread throughout: on the shared 2-core machine ResNet-20 W4A4 calibrated in
-    116-167 s on one thread and 314 s on two (load 4-5).
+    Runs on one thread throughout: its many small per-layer tensor ops are bound by thread
+    synchronisation, not arithmetic, so extra threads mostly wait (timings in docs/results/).
     """
     with single_thread():
         return _adaround_layers(model, float_model, forward_loop, layers, config)
