@@ -155,9 +155,9 @@ def test_mcnemar_one_sided_table() -> None:
 
 
 def test_mcnemar_textbook_table() -> None:
-    # Fagerland, Lydersen & Laake 2013, BMC Med. Res. Methodol. 13:91, Table 1 (airway
-    # hyper-responsiveness before/after stem cell transplantation): b = 1, c = 7;
-    # exact conditional p = 2 · (C(8, 0) + C(8, 1)) / 2^8 = 18 / 256 = 0.0703 (published 0.070).
+    # The worked example of Fagerland, Lydersen & Laake 2013, BMC Med. Res. Methodol. 13:91
+    # (airway hyper-responsiveness before/after stem cell transplantation): b = 1, c = 7;
+    # exact conditional p = 2 · (C(8, 0) + C(8, 1)) / 2^8 = 18 / 256 = 0.0703.
     expected = 2 * (math.comb(8, 0) + math.comb(8, 1)) / 2**8
     assert mcnemar_exact(1, 7) == expected == 18 / 256
     assert round(mcnemar_exact(7, 1), 3) == 0.070
