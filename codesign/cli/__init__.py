@@ -17,10 +17,10 @@ from typing import Any
 from codesign.cli.hardware_commands import cmd_simulate
 from codesign.cli.model_commands import cmd_eval, cmd_prune, cmd_ptq, cmd_qat, cmd_train
 from codesign.cli.parser import build_parser
-from codesign.cli.study_commands import DEMO_CHECKPOINT, cmd_demo, cmd_run, cmd_search
+from codesign.cli.study_commands import cmd_demo, cmd_run, cmd_search, demo_checkpoint
 from codesign.errors import CodesignError
 
-__all__ = ["COMMANDS", "DEMO_CHECKPOINT", "build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "demo_checkpoint", "main"]
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "eval": cmd_eval,
