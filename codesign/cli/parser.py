@@ -127,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="oneshot: the final level at once; cubic: raised over the fine-tuning (Zhu & "
         "Gupta 2017) (default: %(default)s)",
     )
-    # Fine-tuning defaults live in codesign.sparsity.finetune.DEFAULT_FINETUNE (None here
-    # keeps the parser free of torch): 3 epochs, lr 0.01, batch 128, KD T=4 weight 0.7.
+    # Fine-tuning defaults live in codesign.config.DEFAULT_FINETUNE: 3 epochs, lr 0.01, batch
+    # 128, KD T=4 weight 0.7. None here lets specs.prune_train_spec fill in exactly what a
+    # recipe's [finetune] table gets.
     p.add_argument("--epochs", type=int, help="fine-tuning epochs (default: 3; 0: one-shot only)")
     p.add_argument("--lr", type=float, help="peak SGD learning rate, cosine decay (default: 0.01)")
     p.add_argument("--batch-size", type=positive_int, help="batch size (default: 128)")
@@ -142,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="share of the distillation term in the loss (default: 0.7)",
     )
-    # Cubic timing defaults: codesign.sparsity.finetune.CubicTiming.
+    # Cubic timing defaults: SparsitySpec.prune_start / prune_end / prune_updates.
     p.add_argument(
         "--prune-start",
         type=float,
