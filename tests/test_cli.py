@@ -85,13 +85,13 @@ def run_cli(*args):
 def test_bad_input_exits_2_with_one_line_and_no_output(tmp_path, args, message):
     import numpy as np
 
-    from codesign.cli import DEMO_CHECKPOINT
+    from codesign.cli import demo_checkpoint
 
     x = np.zeros((4, 1, 8, 8), np.float32)
     x[0, 0, 0, 0] = np.nan
     np.savez(tmp_path / "nan.npz", x_train=x, y_train=np.zeros(4), x_test=x, y_test=np.zeros(4))
     out = tmp_path / "out"
-    filled = [a.format(out=out, ckpt=DEMO_CHECKPOINT, nan=tmp_path / "nan.npz") for a in args]
+    filled = [a.format(out=out, ckpt=demo_checkpoint(), nan=tmp_path / "nan.npz") for a in args]
     result = run_cli(*filled)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -101,9 +101,9 @@ def test_bad_input_exits_2_with_one_line_and_no_output(tmp_path, args, message):
 
 
 def test_eval_and_ptq_on_digits(tmp_path, capsys):
-    from codesign.cli import DEMO_CHECKPOINT
+    from codesign.cli import demo_checkpoint
 
-    assert main(["eval", "--checkpoint", str(DEMO_CHECKPOINT), "--out", str(tmp_path / "e")]) == 0
+    assert main(["eval", "--checkpoint", str(demo_checkpoint()), "--out", str(tmp_path / "e")]) == 0
     top1 = json.loads((tmp_path / "e" / "result.json").read_text())["top1"]
     assert top1 > 95
     assert (
@@ -111,7 +111,7 @@ def test_eval_and_ptq_on_digits(tmp_path, capsys):
             [
                 "ptq",
                 "--checkpoint",
-                str(DEMO_CHECKPOINT),
+                str(demo_checkpoint()),
                 "--weight-bits",
                 "8",
                 "--act-bits",
@@ -187,7 +187,7 @@ def test_w8a8_ptq_shared_resnet20(tmp_path):
 def test_simulate_writes_result_and_csv(tmp_path):
     from pathlib import Path
 
-    from codesign.cli import DEMO_CHECKPOINT
+    from codesign.cli import demo_checkpoint
 
     arch = Path(__file__).resolve().parents[1] / "recipes" / "hardware" / "systolic-16x16-ws.toml"
     out = tmp_path / "sim"
@@ -195,7 +195,7 @@ def test_simulate_writes_result_and_csv(tmp_path):
         [
             "simulate",
             "--checkpoint",
-            str(DEMO_CHECKPOINT),
+            str(demo_checkpoint()),
             "--arch",
             str(arch),
             "--samples",

@@ -44,3 +44,21 @@ def test_every_option_has_help(command):
         assert action.help and action.help.strip(), f"codesign {command} {name} has no help"
         # Expanding the text catches a stray % that would break `--help`.
         subparser._get_formatter()._expand_help(action)
+
+
+# An install whose bundled checkpoints cannot be found (a stale editable install, say): the
+# parser must not look them up, so help and version still work there.
+BROKEN_INSTALL = (
+    "import sys, codesign.resources as r; r.CHECKPOINTS_PACKAGE = 'codesign.no_such_data'; "
+    "from codesign.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["demo", "--help"]])
+def test_help_and_version_never_look_up_bundled_files(args):
+    result = subprocess.run(
+        [sys.executable, "-c", BROKEN_INSTALL, *args], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert "codesign" in result.stdout

@@ -111,9 +111,9 @@ def test_a_killed_run_resumes_without_recomputing(
 
 
 def test_a_variant_matches_the_standalone_command(uninterrupted: Path, tmp_path: Path) -> None:
-    from codesign.cli import DEMO_CHECKPOINT
+    from codesign.cli import demo_checkpoint
 
-    args = ["ptq", "--checkpoint", str(DEMO_CHECKPOINT), "--weight-bits", "8", "--act-bits", "8"]
+    args = ["ptq", "--checkpoint", str(demo_checkpoint()), "--weight-bits", "8", "--act-bits", "8"]
     assert main([*args, "--calib-samples", "256", "--out", str(tmp_path), "--quiet"]) == 0
     standalone = json.loads((tmp_path / "result.json").read_text())["quant_top1"]
     results = json.loads((uninterrupted / "results.json").read_text())

@@ -114,6 +114,18 @@ def test_unknown_recipe_is_one_line_listing_names(tmp_path: Path, command: str, 
     assert err.count("\n") == 1 and "digits" in err and "train_resnet8_digits" in err
 
 
+def test_demo_on_an_install_without_its_checkpoint_is_one_line(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    # The demo looks its checkpoint up when it runs, so this is a user error, not a traceback
+    # at import; nothing is written.
+    monkeypatch.setattr("codesign.resources.CHECKPOINTS_PACKAGE", "codesign.no_such_data")
+    assert main(["demo", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "reinstall codesign" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_simulate_takes_datapath_and_energy_names(tmp_path: Path) -> None:
     out = tmp_path / "sim"
     args = ["simulate", "--checkpoint", str(bundled_checkpoint("resnet8-digits"))]

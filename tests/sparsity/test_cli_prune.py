@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from codesign.cli import DEMO_CHECKPOINT, main
+from codesign.cli import demo_checkpoint, main
 
 SCRIPT = Path(__file__).parents[2] / "scripts" / "check_nm_checkpoint.py"
 
@@ -22,7 +22,7 @@ def _checker():
 
 def _prune(out: Path, *extra: str) -> int:
     return main(
-        ["prune", "--checkpoint", str(DEMO_CHECKPOINT), "--out", str(out), "--quiet", *extra]
+        ["prune", "--checkpoint", str(demo_checkpoint()), "--out", str(out), "--quiet", *extra]
     )
 
 

@@ -1,0 +1,38 @@
+"""What the single-step commands share: the data set of ``--data`` and ``result.json``.
+
+Every command writes ``OUT/result.json`` atomically, after all work is done, so a failed run
+leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def load_data(args: argparse.Namespace) -> Any:
+    """The data set of ``--data``, with its seeded, class-stratified validation split."""
+    from codesign.data import load_dataset
+
+    return load_dataset(
+        args.data,
+        args.download,
+        validation_fraction=args.validation_fraction,
+        subset_seed=args.subset_seed,
+    )
+
+
+def subsets(dataset: Any, info: Any = None) -> dict[str, Any]:
+    """``result.json["subsets"]``: the validation split and the subsets a build drew."""
+    return {"validation": dataset.validation_info.to_dict(), **(info.subsets if info else {})}
+
+
+def finish(out: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """Write ``OUT/result.json`` and print it."""
+    from codesign.io import write_json_atomic
+
+    write_json_atomic(out / "result.json", result)
+    print(json.dumps(result, indent=2))
+    return result

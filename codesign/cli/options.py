@@ -1,0 +1,136 @@
+"""Option types and the option groups several commands share (data, output, quantization).
+
+Only argparse and the torch-free config constants here: defining options reads no bundled
+file and loads no model code.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from codesign.config import DEFAULT_CALIB_SAMPLES, DEFAULT_VALIDATION_FRACTION
+from codesign.errors import ConfigError
+
+
+def bit_width(text: str) -> int:
+    """An argparse type: a supported bit width (2..8)."""
+    from codesign.config import check_bits
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"bit width must be an integer 2..8, got {text!r}"
+        ) from None
+    try:
+        return check_bits(value, "")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_common(parser: argparse.ArgumentParser, checkpoint: bool = True) -> None:
+    """Model, data, output and seed options of the single-step commands."""
+    parser.add_argument(
+        "--model",
+        help="model name, e.g. resnet20, resnet8, resnet18 (default: what the checkpoint says)"
+        if checkpoint
+        else "model to train from scratch, e.g. resnet8, resnet20 (required)",
+    )
+    if checkpoint:
+        parser.add_argument(
+            "--checkpoint", required=True, help="checkpoint file, .th/.pt/.pth (required)"
+        )
+    parser.add_argument(
+        "--data",
+        default="digits",
+        help="data set: digits (embedded) | cifar10:DIR | imagefolder:DIR | npz:FILE "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="let cifar10:DIR download CIFAR-10 when it is missing (default: never download)",
+    )
+    parser.add_argument(
+        "--out", required=True, type=Path, help="output directory for result.json (required)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of training and fine-tuning: data order, augmentation (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bars (default: show them)"
+    )
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=DEFAULT_VALIDATION_FRACTION,
+        help="share of the training split held out as the validation split (seeded, "
+        "class-stratified; never calibrated or trained on) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--subset-seed",
+        type=int,
+        default=0,
+        help="seed of the validation split and of every calibration/capture subset "
+        "(default: %(default)s)",
+    )
+
+
+def add_quant_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """Quantization options: bit widths, calibration and the PTQ method."""
+    when = "(required)" if required else "(default: no quantization; give both bit widths)"
+    parser.add_argument(
+        "--weight-bits", type=bit_width, required=required, help=f"weight bit width, 2 to 8 {when}"
+    )
+    parser.add_argument(
+        "--act-bits",
+        type=bit_width,
+        required=required,
+        help=f"activation (layer input) bit width, 2 to 8 {when}",
+    )
+    parser.add_argument(
+        "--keep-8bit",
+        default="",
+        help="comma list of layers kept at 8 bits: first, last, or layer name patterns "
+        "(default: none)",
+    )
+    parser.add_argument(
+        "--calib-samples",
+        type=positive_int,
+        default=DEFAULT_CALIB_SAMPLES,
+        help="training images that calibrate the quantizers (and feed SparseGPT) "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--method",
+        default=None,
+        help="auto = adaround: min-max ranges at 8 bits, MSE ranges and learned "
+        "rounding (AdaRound) below | minmax | percentile | mse (nearest rounding) "
+        "(default: auto)",
+    )
+    parser.add_argument(
+        "--per-tensor",
+        action="store_true",
+        help="one weight scale per tensor (default: one per output channel)",
+    )
+    parser.add_argument(
+        "--no-bias-correction",
+        action="store_true",
+        help="skip the empirical bias correction of layers below 8 bits that keep nearest "
+        "rounding (default: correct them)",
+    )
