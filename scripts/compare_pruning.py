@@ -41,13 +41,12 @@ import torch
 import torch.nn.utils.prune as torch_prune
 from torch import nn
 
-from codesign.config import DEFAULT_CALIB_SAMPLES, SparsitySpec, TrainSpec
+from codesign.config import DEFAULT_CALIB_SAMPLES, DEFAULT_FINETUNE, SparsitySpec, TrainSpec
 from codesign.data import Dataset, evaluate, load_dataset, make_forward_loop
 from codesign.models import create_model, extract_state_dict, load_state_into
 from codesign.sparsity import sparsity_report, weight_masks
 from codesign.sparsity.apply import prune_model_
 from codesign.sparsity.finetune import (
-    DEFAULT_FINETUNE,
     CubicTiming,
     finetune_pruned,
     make_schedule,
@@ -124,7 +123,10 @@ def _saved_spec_matches(saved: dict, budget: Budget) -> bool:
     pruned layer carries ``budget``'s pattern (an N:M spec has no scope, and no schedule to ramp).
     """
     if "spec" in saved:
-        return saved["spec"] == budget.spec.to_dict()
+        # The cubic timing is the run's to choose (the torch side then gets the same).
+        timing = ("prune_start", "prune_end", "prune_updates")
+        wanted = {k: v for k, v in budget.spec.to_dict().items() if k not in timing}
+        return {k: v for k, v in saved["spec"].items() if k not in timing} == wanted
     patterns = {row["pattern"] for row in saved["layers"] if row["pattern"] != "dense"}
     return ":" in budget.spec.sparsity and patterns == {budget.spec.sparsity}
 
@@ -150,7 +152,13 @@ def load_ours(directory: Path, budget: Budget) -> tuple[dict, TrainSpec, CubicTi
         "train_seconds": saved["train_seconds"],
         "from": str(directory),
     }
-    timing = CubicTiming(**saved["cubic"]) if "cubic" in saved else CubicTiming()
+    # Results written before ``spec`` was recorded are N:M runs: no schedule to time.
+    spec = SparsitySpec.from_dict(saved["spec"]) if "spec" in saved else budget.spec
+    timing = CubicTiming(
+        start_fraction=spec.prune_start,
+        end_fraction=spec.prune_end,
+        updates_per_epoch=spec.prune_updates,
+    )
     return row, TrainSpec.from_dict(saved["train"]), timing
 
 

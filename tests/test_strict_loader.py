@@ -20,9 +20,11 @@ from codesign.config import QuantSpec, TrainSpec
 from codesign.errors import ConfigError, HardwareError
 from codesign.hw.arch import ComputeSpec, arch_from_dict, load_arch
 from codesign.hw.energy import energy_table_from_dict, load_energy_table
-from codesign.recipe import RECIPES_DIR, SearchSpec, load_recipe, recipe_from_dict
+from codesign.recipe import SearchSpec, load_recipe, recipe_from_dict
+from codesign.resources import RECIPES_PACKAGE, bundled_dir
 from codesign.strict import load_toml
 
+RECIPES_DIR = bundled_dir(RECIPES_PACKAGE)
 HORO = (RECIPES_DIR / "energy" / "horowitz45.toml").read_text()
 V = "[[variants]]\nname = 'a'\n"
 R = "schema_version = 1\n"  # recipe head: top-level keys follow it, then tables

@@ -123,7 +123,7 @@ def test_sparsegpt_beats_magnitude_one_shot_on_digits(tmp_path) -> None:
                 "--prune-end",
                 "0.5",
             ],
-            "start < end",
+            "prune_start must come before prune_end",
         ),
     ],
 )

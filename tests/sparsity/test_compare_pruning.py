@@ -43,8 +43,8 @@ def _result(tmp_path: Path, **fields) -> Path:
 
 def test_reused_run_gives_torch_its_fine_tuning_and_timing(compare, tmp_path) -> None:
     budget = compare.BUDGETS["0.7"]
-    cubic = {"initial_sparsity": 0.0, "start_fraction": 0.1, "end_fraction": 0.5}
-    path = _result(tmp_path, spec=budget.spec.to_dict(), cubic=cubic)
+    spec = {**budget.spec.to_dict(), "prune_start": 0.1, "prune_end": 0.5}
+    path = _result(tmp_path, spec=spec)
     row, train_spec, timing = compare.load_ours(path, budget)
     assert row["layers"] == ["layer1.0.conv1"] and row["top1"] == 90.0
     assert (train_spec.epochs, train_spec.lr) == (2, 0.02)
