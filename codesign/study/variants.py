@@ -72,15 +72,12 @@ def measured_densities(records: Sequence[LayerRecord]) -> tuple[float, float, fl
     )
 
 
-def _layer_settings(model: nn.Module) -> tuple[LayerSetting, ...]:
-    """Per-layer widths (float layers are 32 bit) and measured weight sparsity."""
-    from codesign.sparsity import sparsity_report
-
+def _layer_settings(model: nn.Module, sparsity_rows: Sequence[dict]) -> tuple[LayerSetting, ...]:
+    """Per-layer widths (float layers are 32 bit) beside ``sparsity_report``'s layer rows."""
     quantized = {row["name"]: row for row in layer_bits_rows(model)}
-    report = sparsity_report(model)["layers"]
     names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     settings = []
-    for name, row in zip(names, report, strict=True):
+    for name, row in zip(names, sparsity_rows, strict=True):
         bits = quantized.get(name, {"weight_bits": 32, "act_bits": 32})
         settings.append(
             LayerSetting(
@@ -107,7 +104,7 @@ def score_model(
     assert validation is not None and study.dataset.validation_info is not None
     images, captured = study.dataset.capture_set(study.recipe.data.capture_samples)
     records = capture(model, make_forward_loop(images, CAPTURE_BATCH))
-    weight_sparsity = sparsity_report(model)["sparsity"]
+    report = sparsity_report(model)
     weight_density, act_density, effectual = measured_densities(records)
     return VariantResult(
         key=key,
@@ -118,12 +115,12 @@ def score_model(
         samples=int(accuracy["samples"]),
         val_top1=float(evaluate(model, validation)["top1"]),
         subsets={"validation": study.dataset.validation_info, "capture": captured},
-        weight_sparsity=weight_sparsity,
+        weight_sparsity=report["sparsity"],
         captured_samples=records[0].n,
         weight_density=weight_density,
         act_density=act_density,
         effectual_mac_fraction=effectual,
-        layers=_layer_settings(model),
+        layers=_layer_settings(model, report["layers"]),
         datapaths={d.name: d.simulate(records).summary(d.name) for d in study.datapaths},
         pruning={},
         timing=Timing(0.0, 0.0, 0.0),

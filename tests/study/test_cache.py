@@ -196,3 +196,21 @@ def test_the_key_follows_the_data_and_the_seed(finished: tuple[Path, Path]) -> N
     # The name is not semantic: the same steps under another name share the key.
     renamed = dataclasses.replace(variant, name="renamed")
     assert variant_key(study, renamed) == key
+
+
+def test_the_same_steps_spelled_otherwise_reuse_the_build_with_the_new_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sparse = '[[variants]]\nname = "s"\nsparsity = { sparsity = "2:4" }\n'
+    out = tmp_path / "out"
+    assert main(["run", str(_recipe(tmp_path, sparse)), "--out", str(out), "--quiet"]) == 0
+    built = _counting(monkeypatch)
+    # A zero-epoch fine-tune adds no step: same key, same numbers, the config as now written.
+    respelled = _recipe(tmp_path, sparse + "finetune = { epochs = 0 }\n")
+    assert main(["run", str(respelled), "--out", str(out), "--quiet"]) == 0
+    assert built == []
+    (path,) = out.glob("variants/s-*/variant.json")
+    stored = VariantResult.from_json(json.loads(path.read_text()))
+    assert stored.config["finetune"]["epochs"] == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["variants"][0]["config"] == stored.config
