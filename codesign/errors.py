@@ -39,3 +39,7 @@ class SparsityError(CodesignError, ValueError):
 
 class HardwareError(CodesignError, ValueError):
     """A hardware spec or energy table is invalid, or a layer cannot be mapped."""
+
+
+class ResultError(CodesignError, ValueError):
+    """A stored result (``variant.json``, search tables) does not parse into its type."""

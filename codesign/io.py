@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from codesign.errors import CheckpointError
+from codesign.errors import CheckpointError, ResultError
 
 
 @contextlib.contextmanager
@@ -52,6 +52,52 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def digest_path(path: str | os.PathLike[str]) -> Path:
+    """Where the sha256 of ``path`` is kept: ``<path>.sha256``, as for checkpoints."""
+    return Path(f"{path}.sha256")
+
+
+def write_json_verified(path: str | os.PathLike[str], obj: Any) -> Any:
+    """Write ``obj`` as JSON atomically with its sha256 beside it (see
+    :func:`read_json_verified`); returns the object as read back from the text written, so
+    a fresh result and a cached one are the same values."""
+    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    target = write_text_atomic(path, text)
+    sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    write_text_atomic(digest_path(target), f"{sha}  {target.name}\n")
+    return json.loads(text)
+
+
+def read_json_verified(path: str | os.PathLike[str]) -> Any:
+    """The JSON at ``path`` if it matches the sha256 written beside it; a :class:`ResultError`
+    saying why not otherwise (missing, edited by hand, truncated, not JSON)."""
+    source, sidecar = Path(path), digest_path(path)
+    if not source.is_file() or not sidecar.is_file():
+        raise ResultError(f"{source.name} or {sidecar.name} is missing")
+    data = source.read_bytes()
+    stored = sidecar.read_text().split()
+    if not stored or stored[0] != hashlib.sha256(data).hexdigest():
+        raise ResultError(f"its contents do not match {sidecar.name} (edited or truncated)")
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise ResultError("it is not valid JSON") from None
+
+
+def check_json_keys(
+    data: Any, required: tuple[str, ...], what: str, optional: tuple[str, ...] = ()
+) -> None:
+    """``data`` must be a JSON object with every ``required`` key and no key outside
+    ``required`` + ``optional``: anything else was written by other code (or edited by hand),
+    and its numbers are not to be trusted. Raises :class:`ResultError`."""
+    if not isinstance(data, dict):
+        raise ResultError(f"{what}: expected a JSON object, got {type(data).__name__}")
+    missing = [k for k in required if k not in data]
+    unknown = [k for k in data if k not in required and k not in optional]
+    if missing or unknown:
+        raise ResultError(f"{what}: missing keys {missing}, unknown keys {unknown}")
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str:

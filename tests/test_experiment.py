@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import codesign.experiment as experiment
+import codesign.study.variants as variants
 from codesign.cli import main
 from codesign.config import TrainSpec
 from codesign.recipe import SearchSpec, load_recipe
 from codesign.search import (
     Option,
+    SearchResult,
     configuration_variant,
     feasible_span,
     option_variant,
@@ -80,7 +81,7 @@ def test_run_writes_the_report(uninterrupted: Path) -> None:
 def test_a_killed_run_resumes_without_recomputing(
     recipe_path: Path, uninterrupted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_build = experiment.build_variant
+    real_build = variants.build_variant
     built: list[str] = []
 
     def killed_in_third(study, variant):
@@ -89,7 +90,7 @@ def test_a_killed_run_resumes_without_recomputing(
         built.append(variant.name)
         return real_build(study, variant)
 
-    monkeypatch.setattr(experiment, "build_variant", killed_in_third)
+    monkeypatch.setattr(variants, "build_variant", killed_in_third)
     assert main(["run", str(recipe_path), "--out", str(tmp_path), "--quiet"]) == 130
     assert not (tmp_path / "results.json").exists()
     assert len(list(tmp_path.glob("variants/*/variant.json"))) == 2
@@ -100,7 +101,7 @@ def test_a_killed_run_resumes_without_recomputing(
         rebuilt.append(variant.name)
         return real_build(study, variant)
 
-    monkeypatch.setattr(experiment, "build_variant", counting)
+    monkeypatch.setattr(variants, "build_variant", counting)
     assert main(["run", str(recipe_path), "--out", str(tmp_path), "--quiet"]) == 0
     assert rebuilt == ["ptq-w4a8", "2:4+w8a8"]  # the first two came from the cache
     assert (tmp_path / "results.json").read_text() == (uninterrupted / "results.json").read_text()
@@ -217,4 +218,6 @@ def test_search_on_digits_verifies_a_dominating_configuration(tmp_path: Path) ->
     predicted = "predicted_energy_uj_per_inference"
     assert all(v[predicted] > chosen[predicted] for v in others)
     assert len({v["variant"] for v in search["verified"]}) == 3
+    # results.json["search"] is the JSON form of a SearchResult, and parses back to it.
+    assert SearchResult.from_json(search).to_json() == search
     load_recipe(path)  # the search table is part of the recipe schema

@@ -12,7 +12,7 @@ import torch
 from codesign.data import Split
 from codesign.experiment import open_study, run_study
 from codesign.recipe import recipe_from_dict
-from codesign.search import run_search
+from codesign.search import SearchResult, run_search
 
 from .conftest import digits_recipe_head
 
@@ -28,7 +28,7 @@ RECIPE = digits_recipe_head("honesty", ["scnn"]) + (
 )
 
 
-def _search(out: Path, scramble_test: bool, **goal: float) -> dict:
+def _search(out: Path, scramble_test: bool, **goal: float) -> SearchResult:
     recipe = recipe_from_dict(tomllib.loads(RECIPE))
     study = open_study(recipe, out, progress=False)
     if scramble_test:
@@ -39,10 +39,10 @@ def _search(out: Path, scramble_test: bool, **goal: float) -> dict:
     return run_search(study, run_study(study), **goal)
 
 
-def _choices(search: dict) -> list:
+def _choices(search: SearchResult) -> list:
     return [
-        (v["variant"], v["chosen"], v["predicted_top1"], v["val_top1"], v["choices"])
-        for v in search["verified"]
+        (v.result.variant, v.chosen, v.predicted_top1, v.result.val_top1, v.choices)
+        for v in search.verified
     ]
 
 
@@ -50,9 +50,9 @@ def _choices(search: dict) -> list:
 def test_scrambled_test_labels_change_no_choice(tmp_path: Path, goal: dict) -> None:
     honest = _search(tmp_path / "honest", False, **goal)
     scrambled = _search(tmp_path / "scrambled", True, **goal)
-    assert honest["chosen"] is not None and honest["chosen"] == scrambled["chosen"]
+    assert honest.chosen is not None and honest.chosen == scrambled.chosen
     assert _choices(honest) == _choices(scrambled)
-    assert honest["front"] == scrambled["front"]
+    assert honest.front == scrambled.front
     # The scrambled test split was read only to report: every build scores 0 there.
-    assert all(v["top1"] == 0.0 for v in scrambled["verified"])
-    assert all(v["top1"] > 90.0 for v in honest["verified"])
+    assert all(v.result.top1 == 0.0 for v in scrambled.verified)
+    assert all(v.result.top1 > 90.0 for v in honest.verified)

@@ -1,5 +1,6 @@
-"""scripts/seed_spread.py: other seeds re-build the trained variants exactly as a recipe with
-that seed would, untrained ones are seed-independent, and dominance is judged per seed."""
+"""scripts/seed_spread.py (a thin wrapper of codesign.study.seeds): other seeds re-build the
+trained variants exactly as a recipe with that seed would, untrained ones are
+seed-independent, and dominance is judged per seed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from codesign.cli import main
+from codesign.study.seeds import SeedPoint, dominance, spread_rows
 
 from .conftest import digits_recipe_head
 
@@ -65,28 +67,26 @@ def test_other_seeds_match_recipes_run_with_those_seeds(tmp_path: Path) -> None:
 
 
 def test_dominance_is_judged_within_each_seed_and_on_means() -> None:
-    seed_spread = load_script()
-
-    def point(top1: float, energy: float, source: str) -> dict:
-        return {"top1": top1, "energy_uj_per_inference": energy, "source": source, "trained": True}
+    def point(top1: float, energy: float, source: str) -> SeedPoint:
+        return SeedPoint(top1, energy, source, trained=True)
 
     by_seed = {
         0: {"u": point(91.0, 10.0, "recipe"), "s": point(91.5, 8.0, "search")},
         1: {"u": point(92.0, 10.0, "recipe"), "s": point(91.0, 8.0, "search")},
     }
-    rows = seed_spread.spread_rows(by_seed, "scnn")
-    verdict = seed_spread.dominance(by_seed, rows)["s"]
-    assert verdict["dominates_per_seed"] == {"0": ["u"], "1": []}
-    assert verdict["dominates_every_recipe_variant_at_seeds"] == [0]
-    assert verdict["dominates_on_means"] == []  # 91.25 < 91.5
+    rows = spread_rows(by_seed, "scnn")
+    verdict = dominance(by_seed, rows)["s"]
+    assert verdict.dominates_per_seed == {"0": ["u"], "1": []}
+    assert verdict.dominates_every_recipe_variant_at_seeds == [0]
+    assert verdict.dominates_on_means == []  # 91.25 < 91.5
     # A trained recipe variant not re-built at seed 1 is not compared there.
     del by_seed[1]["u"]
-    rows = seed_spread.spread_rows(by_seed, "scnn")
-    assert rows[0]["top1"] == [91.0, None] and rows[0]["top1_mean"] == 91.0
-    verdict = seed_spread.dominance(by_seed, rows)["s"]
-    assert verdict["dominates_per_seed"] == {"0": ["u"], "1": []}
-    assert verdict["dominates_every_recipe_variant_at_seeds"] == [0]
-    assert verdict["dominates_on_means"] == [] and verdict["unknown_at_other_seeds"] == ["u"]
+    rows = spread_rows(by_seed, "scnn")
+    assert rows[0].top1 == (91.0, None) and rows[0].top1_mean == 91.0
+    verdict = dominance(by_seed, rows)["s"]
+    assert verdict.dominates_per_seed == {"0": ["u"], "1": []}
+    assert verdict.dominates_every_recipe_variant_at_seeds == [0]
+    assert verdict.dominates_on_means == [] and verdict.unknown_at_other_seeds == ["u"]
 
 
 def test_a_missing_study_is_a_clear_error(

@@ -32,6 +32,13 @@ class SubsetInfo:
     def to_dict(self) -> dict[str, Any]:
         return {"size": self.size, "per_class": list(self.per_class), "digest": self.digest}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SubsetInfo:
+        """The inverse of :meth:`to_dict`; a missing or unknown key is a ``DataError``."""
+        if set(data) != {"size", "per_class", "digest"}:
+            raise DataError(f"a subset record has keys size, per_class, digest; got {sorted(data)}")
+        return cls(int(data["size"]), tuple(int(c) for c in data["per_class"]), str(data["digest"]))
+
 
 def stream_seed(seed: int, purpose: str) -> int:
     """A 63-bit generator seed derived from (``seed``, ``purpose``).

@@ -11,6 +11,7 @@ from codesign.hw.energy import EnergyTable, horowitz45, load_energy_table
 from codesign.hw.network import NetworkCost
 from codesign.hw.records import Action, LayerCost, LayerRecord
 from codesign.hw.simulate import reprice, simulate, summarize, write_layers_csv
+from codesign.hw.summary import LayerSummary, NetworkSummary
 
 __all__ = [
     "Action",
@@ -18,7 +19,9 @@ __all__ = [
     "EnergyTable",
     "LayerCost",
     "LayerRecord",
+    "LayerSummary",
     "NetworkCost",
+    "NetworkSummary",
     "capture",
     "hooked",
     "horowitz45",

@@ -15,8 +15,9 @@ from typing import Any
 
 from codesign.errors import HardwareError
 from codesign.hw.records import LayerCost
+from codesign.hw.summary import PJ_PER_UJ, LayerSummary, NetworkSummary
 
-PJ_PER_UJ = 1e6
+__all__ = ["PJ_PER_UJ", "NetworkCost", "layer_row"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -105,24 +106,15 @@ class NetworkCost:
         over the captured tensors), cycles, energy (uJ) and its breakdown, utilization."""
         return [layer_row(cost, self.samples) for cost in self.layers]
 
+    def summary(self, datapath: str) -> NetworkSummary:
+        """The typed per-inference totals and layer rows, under the datapath's name."""
+        return NetworkSummary(
+            datapath=datapath,
+            **self.totals(),
+            layers=tuple(LayerSummary.of(cost, self.samples) for cost in self.layers),
+        )
+
 
 def layer_row(cost: LayerCost, samples: int) -> dict[str, Any]:
     """One layer's row, its counts divided by the ``samples`` its record was captured over."""
-    record = cost.record
-    return {
-        "name": record.name,
-        "macs": record.dense_macs // samples,
-        "effectual_macs": record.effectual_macs / samples,
-        "weight_bits": record.weight_bits,
-        "act_bits": record.input_bits,
-        "weight_density": record.weight_density,
-        "act_density": record.act_density,
-        "cycles": cost.cycles / samples,
-        "compute_cycles": cost.compute_cycles / samples,
-        "stall_cycles": cost.stall_cycles / samples,
-        "energy_uj_per_inference": cost.energy_pj / PJ_PER_UJ / samples,
-        "energy_by_component_uj_per_inference": {
-            k: v / PJ_PER_UJ / samples for k, v in cost.energy_pj_by_component.items()
-        },
-        "utilization": cost.utilization,
-    }
+    return LayerSummary.of(cost, samples).to_json()

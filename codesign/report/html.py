@@ -8,7 +8,13 @@ import html
 import json
 import platform
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from codesign.report.results import StudyResults, on_front
+
+if TYPE_CHECKING:
+    from codesign.pipeline.results import Timing
+    from codesign.study.search.results import SearchResult
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -76,28 +82,28 @@ def _img(png: bytes, alt: str) -> str:
     return f"<img alt='{_e(alt)}' src='data:image/png;base64,{data}'>"
 
 
-def _points_table(results: Mapping[str, Any]) -> str:
-    front = {(d, v) for d, names in results["pareto"].items() for v in names}
+def _points_table(results: StudyResults) -> str:
+    front = on_front(results)
     rows, classes = [], []
-    for p in results["points"]:
-        on_front = (p["datapath"], p["variant"]) in front
+    for p in results.points:
+        on = (p.datapath, p.variant) in front
         rows.append(
             [
-                p["variant"] + (" *" if on_front else ""),
-                p["datapath"],
-                p["source"],
-                f"{p['top1']:.2f}",
-                f"{p['energy_uj_per_inference']:.4g}",
-                f"{p['cycles']:.4g}",
-                f"{p['weight_density']:.3f}",
-                f"{p['act_density']:.3f}",
-                f"{p['effectual_mac_fraction']:.3f}",
+                p.variant + (" *" if on else ""),
+                p.datapath,
+                p.source,
+                f"{p.top1:.2f}",
+                f"{p.energy_uj_per_inference:.4g}",
+                f"{p.cycles:.4g}",
+                f"{p.weight_density:.3f}",
+                f"{p.act_density:.3f}",
+                f"{p.effectual_mac_fraction:.3f}",
                 ", ".join(
-                    f"{k} {v:.3g}" for k, v in p["energy_by_component_uj_per_inference"].items()
+                    f"{k} {v:.3g}" for k, v in p.energy_by_component_uj_per_inference.items()
                 ),
             ]
         )
-        classes.append("front" if on_front else "")
+        classes.append("front" if on else "")
     return _table(
         [
             "variant",
@@ -116,37 +122,36 @@ def _points_table(results: Mapping[str, Any]) -> str:
     )
 
 
-def _search_section(search: Mapping[str, Any] | None) -> str:
-    if not search:
+def _search_section(search: SearchResult | None) -> str:
+    if search is None:
         return ""
     rows = []
-    for item in search["verified"]:
+    for item in search.verified:
         layers = ", ".join(
-            f"{c['name']}: W{c['weight_bits']}A{c['act_bits']} {c['sparsity']}"
-            for c in item["choices"]
+            f"{c.name}: W{c.weight_bits}A{c.act_bits} {c.sparsity}" for c in item.choices
         )
         rows.append(
             [
-                item["variant"],
-                search["datapath"],
-                f"{item['predicted_top1']:.2f}",
-                f"{item['val_top1']:.2f}",
-                f"{item['top1']:.2f}",
-                f"{item['predicted_energy_uj_per_inference']:.4g}",
-                f"{item['datapaths'][search['datapath']]['energy_uj_per_inference']:.4g}",
-                ", ".join(item.get("dominates", [])) or "-",
+                item.result.variant,
+                search.datapath,
+                f"{item.predicted_top1:.2f}",
+                f"{item.result.val_top1:.2f}",
+                f"{item.result.top1:.2f}",
+                f"{item.predicted_energy_uj_per_inference:.4g}",
+                f"{item.result.on(search.datapath).energy_uj_per_inference:.4g}",
+                ", ".join(item.dominates) or "-",
                 layers,
             ]
         )
     front_rows = []
-    for item in search["front"]:
+    for entry in search.front:
         counts: dict[str, int] = {}
-        for label in item["choices"]:
+        for label in entry.choices:
             counts[label] = counts.get(label, 0) + 1
         front_rows.append(
             [
-                f"{item['predicted_top1']:.2f}",
-                f"{item['predicted_energy_uj_per_inference']:.4g}",
+                f"{entry.predicted_top1:.2f}",
+                f"{entry.predicted_energy_uj_per_inference:.4g}",
                 ", ".join(f"{n} x {label}" for label, n in sorted(counts.items())),
             ]
         )
@@ -155,10 +160,10 @@ def _search_section(search: Mapping[str, Any] | None) -> str:
     )
     return (
         "<h2>Co-design search</h2>"
-        f"<p>{_e(search['objective'])}. Per-layer sensitivity measured on "
-        f"{search['subsets']['sensitivity']['size']} validation images (held out of "
+        f"<p>{_e(search.objective)}. Per-layer sensitivity measured on "
+        f"{search.sensitivity_subset.size} validation images (held out of "
         "calibration and training); energy of each per-layer choice simulated on "
-        f"{_e(search['datapath'])}. Every configuration below was built and evaluated for "
+        f"{_e(search.datapath)}. Every configuration below was built and evaluated for "
         "real (verified): the predicted and the verified validation top-1 are what the search "
         "compares; the test top-1 is only reported.</p>"
         + _table(
@@ -180,18 +185,19 @@ def _search_section(search: Mapping[str, Any] | None) -> str:
 
 
 def render_report(
-    results: Mapping[str, Any],
+    results: StudyResults,
     recipe: Mapping[str, Any],
     figures: Sequence[tuple[str, bytes]],
-    timings: Mapping[str, Any] | None = None,
+    timings: Mapping[str, Timing] | None = None,
 ) -> str:
-    """The HTML text of the report; ``figures`` are (caption, PNG bytes) pairs."""
+    """The HTML text of the report; ``figures`` are (caption, PNG bytes) pairs, ``timings``
+    each variant's seconds on this machine, by name."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>codesign report: {_e(results['recipe'])}</title>",
+        f"<title>codesign report: {_e(results.recipe)}</title>",
         f"<style>{STYLE}</style><script>{IMAGE_CHECK}</script></head><body>",
-        f"<h1>codesign: {_e(results['recipe'])}</h1>",
-        f"<p>Data <code>{_e(results['data'])}</code>, seed {results['seed']}. Energy and "
+        f"<h1>codesign: {_e(results.recipe)}</h1>",
+        f"<p>Data <code>{_e(results.data)}</code>, seed {results.seed}. Energy and "
         "cycles are per inference, simulated on the tensors the network really produced "
         "(captured test images); densities are measured, not assumed. "
         "Bold rows (*) lie on their datapath's accuracy-vs-energy Pareto front.</p>",
@@ -200,13 +206,13 @@ def render_report(
     for caption, png in figures[:1]:
         parts.append(_img(png, caption))
     parts.append(_points_table(results))
-    parts.append(_search_section(results.get("search")))
+    parts.append(_search_section(results.search))
     parts.append("<h2>Per-layer figures</h2>")
     for caption, png in figures[1:]:
         parts.append(f"<h3>{_e(caption)}</h3>{_img(png, caption)}")
     variant_rows = [
-        [v["variant"], json.dumps(v["config"]), f"{v['top1']:.2f}", f"{v['weight_sparsity']:.3f}"]
-        for v in results["variants"]
+        [v.variant, json.dumps(v.config), f"{v.top1:.2f}", f"{v.weight_sparsity:.3f}"]
+        for v in results.variants
     ]
     parts.append("<h2>Variants</h2>")
     parts.append(_table(["variant", "config", "top-1 %", "weight sparsity"], variant_rows))
@@ -218,9 +224,9 @@ def render_report(
                 [
                     [
                         name,
-                        f"{t.get('train_seconds', 0):.1f}",
-                        f"{t.get('calib_seconds', 0):.1f}",
-                        f"{t.get('total_seconds', 0):.1f}",
+                        f"{t.train_seconds:.1f}",
+                        f"{t.calib_seconds:.1f}",
+                        f"{t.total_seconds:.1f}",
                     ]
                     for name, t in timings.items()
                 ],

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -14,6 +14,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from codesign.report.pareto import pareto_front
+
+if TYPE_CHECKING:
+    from codesign.pipeline.results import VariantResult
+    from codesign.report.results import Point
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 
@@ -25,21 +29,21 @@ def _png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
-def pareto_png(points: Sequence[dict[str, Any]], title: str = "") -> bytes:
+def pareto_png(points: Sequence[Point], title: str = "") -> bytes:
     """Top-1 (%) against energy per inference (uJ, log axis): one marker shape per datapath,
     each datapath's Pareto front as a step line, points from the search outlined in black."""
     figure, axes = plt.subplots(figsize=(8, 5.5))
-    datapaths = list(dict.fromkeys(p["datapath"] for p in points))
+    datapaths = list(dict.fromkeys(p.datapath for p in points))
     for index, datapath in enumerate(datapaths):
-        group = [p for p in points if p["datapath"] == datapath]
+        group = [p for p in points if p.datapath == datapath]
         color = f"C{index % 10}"
         marker = MARKERS[index % len(MARKERS)]
         for source, edge in (("recipe", "none"), ("search", "black")):
-            chosen = [p for p in group if p["source"] == source]
+            chosen = [p for p in group if p.source == source]
             if chosen:
                 axes.scatter(
-                    [p["energy_uj_per_inference"] for p in chosen],
-                    [p["top1"] for p in chosen],
+                    [p.energy_uj_per_inference for p in chosen],
+                    [p.top1 for p in chosen],
                     marker=marker,
                     color=color,
                     edgecolors=edge,
@@ -49,12 +53,11 @@ def pareto_png(points: Sequence[dict[str, Any]], title: str = "") -> bytes:
                     zorder=3,
                 )
         front = [
-            group[i]
-            for i in pareto_front([(p["energy_uj_per_inference"], p["top1"]) for p in group])
+            group[i] for i in pareto_front([(p.energy_uj_per_inference, p.top1) for p in group])
         ]
         axes.step(
-            [p["energy_uj_per_inference"] for p in front],
-            [p["top1"] for p in front],
+            [p.energy_uj_per_inference for p in front],
+            [p.top1 for p in front],
             where="post",
             color=color,
             linewidth=1,
@@ -62,18 +65,18 @@ def pareto_png(points: Sequence[dict[str, Any]], title: str = "") -> bytes:
         )
         for p in front:
             axes.annotate(
-                p["variant"],
-                (p["energy_uj_per_inference"], p["top1"]),
+                p.variant,
+                (p.energy_uj_per_inference, p.top1),
                 fontsize=7,
                 xytext=(3, 3),
                 textcoords="offset points",
             )
-    energies = [p["energy_uj_per_inference"] for p in points if p["energy_uj_per_inference"] > 0]
+    energies = [p.energy_uj_per_inference for p in points if p.energy_uj_per_inference > 0]
     if energies and max(energies) / min(energies) > 4:
         axes.set_xscale("log")
     # One collapsed variant (e.g. one-shot pruning) would squash the interesting band; the
     # band shown spans 6 points below the best, and the title counts what falls under it.
-    accuracies = [p["top1"] for p in points]
+    accuracies = [p.top1 for p in points]
     floor = max(min(accuracies), max(accuracies) - 6.0) - 0.3
     hidden = sum(a < floor for a in accuracies)
     axes.set_ylim(floor, max(accuracies) + 0.3)
@@ -88,7 +91,7 @@ def pareto_png(points: Sequence[dict[str, Any]], title: str = "") -> bytes:
     return _png(figure)
 
 
-def layer_energy_png(variants: Sequence[dict[str, Any]], datapath: str) -> bytes:
+def layer_energy_png(variants: Sequence[VariantResult], datapath: str) -> bytes:
     """Per-layer energy per inference (uJ) stacked by component, one panel per variant."""
     count = len(variants)
     cols = min(3, count)
@@ -96,24 +99,23 @@ def layer_energy_png(variants: Sequence[dict[str, Any]], datapath: str) -> bytes
     figure, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.2 * rows), squeeze=False)
     components: list[str] = []
     for variant in variants:
-        for layer in variant["datapaths"][datapath]["layers"]:
+        for layer in variant.on(datapath).layers:
             components += [
-                c for c in layer["energy_by_component_uj_per_inference"] if c not in components
+                c for c in layer.energy_by_component_uj_per_inference if c not in components
             ]
     for panel, variant in zip(axes.flat, variants, strict=False):
-        layers = variant["datapaths"][datapath]["layers"]
+        layers = variant.on(datapath).layers
         positions = range(len(layers))
         bottom = [0.0] * len(layers)
         for index, component in enumerate(components):
             values = [
-                layer["energy_by_component_uj_per_inference"].get(component, 0.0)
-                for layer in layers
+                layer.energy_by_component_uj_per_inference.get(component, 0.0) for layer in layers
             ]
             panel.bar(positions, values, bottom=bottom, color=f"C{index % 10}", label=component)
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-        panel.set_title(f"{variant['variant']} ({variant['top1']:.2f} %)", fontsize=9)
+        panel.set_title(f"{variant.variant} ({variant.top1:.2f} %)", fontsize=9)
         panel.set_xticks(list(positions))
-        panel.set_xticklabels([layer["name"] for layer in layers], rotation=90, fontsize=5)
+        panel.set_xticklabels([layer.name for layer in layers], rotation=90, fontsize=5)
         panel.set_ylabel("uJ / inference", fontsize=8)
     for panel in list(axes.flat)[count:]:
         panel.axis("off")
@@ -124,22 +126,22 @@ def layer_energy_png(variants: Sequence[dict[str, Any]], datapath: str) -> bytes
     return _png(figure)
 
 
-def layer_density_png(variants: Sequence[dict[str, Any]]) -> bytes:
+def layer_density_png(variants: Sequence[VariantResult]) -> bytes:
     """Measured per-layer weight density and input-activation density, one line per variant."""
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
-    first = next(iter(variants[0]["datapaths"].values()))["layers"]
-    names = [layer["name"] for layer in first]
+    first = next(iter(variants[0].datapaths.values())).layers
+    names = [layer.name for layer in first]
     for index, variant in enumerate(variants):
-        layers = next(iter(variant["datapaths"].values()))["layers"]
+        layers = next(iter(variant.datapaths.values())).layers
         color, marker = f"C{index % 10}", MARKERS[index % len(MARKERS)]
         top.plot(
-            [r["weight_density"] for r in layers],
+            [r.weight_density for r in layers],
             marker=marker,
             color=color,
             ms=3,
-            label=variant["variant"],
+            label=variant.variant,
         )
-        bottom.plot([r["act_density"] for r in layers], marker=marker, color=color, ms=3)
+        bottom.plot([r.act_density for r in layers], marker=marker, color=color, ms=3)
     top.set_ylabel("weight density")
     bottom.set_ylabel("input activation density")
     bottom.set_xticks(range(len(names)))

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from codesign.pipeline.results import Timing, VariantResult
 from codesign.report import build_results, results_csv, write_report
 from codesign.report.html import render_report
 
 
-def _variant(name: str, top1: float, energies: dict[str, float]) -> dict:
+def _variant(name: str, top1: float, energies: dict[str, float]) -> VariantResult:
     layers = [
         {
             "name": f"l{i}",
@@ -36,20 +37,22 @@ def _variant(name: str, top1: float, energies: dict[str, float]) -> dict:
         for i in range(2)
         for e in [energies["a"]]
     ]
-    return {
+    subset = {"size": 1, "per_class": [1], "digest": "d"}
+    data = {
+        "key": "k",
         "variant": name,
         "config": {"name": name},
         "top1": top1,
-        "val_top1": top1,
         "correct": 1,
         "samples": 1,
+        "val_top1": top1,
+        "subsets": {"validation": subset, "capture": subset},
         "weight_sparsity": 0.5,
+        "captured_samples": 1,
         "weight_density": 0.5,
         "act_density": 0.4,
         "effectual_mac_fraction": 0.2,
         "layers": [],
-        "timing": {"total_seconds": 1.0},
-        "key": "k",
         "datapaths": {
             d: {
                 "datapath": d,
@@ -62,7 +65,9 @@ def _variant(name: str, top1: float, energies: dict[str, float]) -> dict:
             }
             for d, e in energies.items()
         },
+        "timing": {"train_seconds": 0.0, "calib_seconds": 0.0, "total_seconds": 1.0},
     }
+    return VariantResult.from_json(data)
 
 
 RECIPE = {"name": "toy", "seed": 0, "data": {"source": "digits"}}
@@ -75,10 +80,10 @@ VARIANTS = [
 
 def test_results_have_every_point_and_the_fronts() -> None:
     results = build_results(RECIPE, VARIANTS)
-    assert len(results["points"]) == 6
-    assert results["pareto"] == {"a": ["w4a4", "w8a8"], "b": ["w8a8"]}
-    assert "timing" not in json.dumps(results["variants"])  # timings never in results.json
-    rows = list(csv.DictReader(io.StringIO(results_csv(results["points"]))))
+    assert len(results.points) == 6
+    assert results.pareto == {"a": ["w4a4", "w8a8"], "b": ["w8a8"]}
+    assert "timing" not in json.dumps(results.to_json()["variants"])  # never in results.json
+    rows = list(csv.DictReader(io.StringIO(results_csv(results.points))))
     assert [(r["variant"], r["datapath"]) for r in rows][:2] == [("fp32", "a"), ("fp32", "b")]
     assert float(rows[0]["energy_mac_uj_per_inference"]) == pytest.approx(5.0)
     assert float(rows[0]["energy_uj_per_inference"]) == pytest.approx(10.0)
@@ -89,7 +94,7 @@ def test_results_have_every_point_and_the_fronts() -> None:
 
 def test_write_report_writes_every_file(tmp_path: Path) -> None:
     results = build_results(RECIPE, VARIANTS)
-    written = write_report(tmp_path, results, RECIPE, VARIANTS, {"fp32": {"total_seconds": 1}})
+    written = write_report(tmp_path, results, RECIPE, VARIANTS, {"fp32": Timing(0.0, 0.0, 1.0)})
     names = {p.name for p in written}
     assert {"results.json", "results.csv", "recipe.json", "pareto.png", "report.html"} <= names
     assert {"layer_energy_a.png", "layer_energy_b.png", "layer_density.png"} <= names

@@ -1,0 +1,171 @@
+"""A variant's outcome as one frozen value, and its JSON form (``variant.json``).
+
+``VariantResult.to_json`` writes exactly the keys ``variant.json`` has always had, in the
+same order, and ``from_json`` reads them back refusing any missing or unknown key, so a
+result from disk and one just measured are the same type with the same values. Readers (the
+report, the search, the scripts) use attributes, never string paths into nested dicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from codesign.data.subsets import SubsetInfo
+from codesign.errors import CodesignError, ResultError
+from codesign.hw.summary import NetworkSummary
+from codesign.io import check_json_keys
+
+# What a pruning step measured on the way (``prune_model_``): N:M permutation gains and
+# SparseGPT's per-layer output errors. Diagnostics passed through to the JSON as they are;
+# nothing reads them back.
+PRUNING_KEYS = ("permutation", "sparsegpt")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSetting:
+    """One Conv2d/Linear layer as built: weight and input widths (bits; 32 for a float
+    layer), measured weight sparsity (zeros / weights) and the mask pattern ("dense", "2:4",
+    "unstructured")."""
+
+    name: str
+    weight_bits: int
+    act_bits: int
+    sparsity: float
+    pattern: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LayerSetting:
+        check_json_keys(data, tuple(f.name for f in dataclasses.fields(cls)), "layer setting")
+        return cls(**data)
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Seconds this machine spent on the variant: training (fine-tuning, QAT), calibration,
+    and in all (build, scoring, capture, simulation). Never in ``results.json``."""
+
+    train_seconds: float
+    calib_seconds: float
+    total_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Timing:
+        check_json_keys(data, tuple(f.name for f in dataclasses.fields(cls)), "timing")
+        return cls(**data)
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantResult:
+    """Everything a built variant measured.
+
+    ``key``: the cache key it was built under. ``variant``: its name; ``config``: its spec in
+    JSON form (``VariantSpec.to_dict()``). ``top1`` (%, ``correct`` of ``samples`` test
+    images, only reported) and ``val_top1`` (%, on the validation split: what the search
+    reads). ``subsets``: every subset it read, by purpose. ``weight_sparsity``: zeros / weights
+    over all Conv2d/Linear. ``captured_samples``: validation images whose tensors the hardware
+    model measured; ``weight_density``, ``act_density`` (nonzeros / elements) and
+    ``effectual_mac_fraction`` (MACs with both operands nonzero / dense MACs) over them.
+    ``layers``: per-layer widths and sparsity. ``datapaths``: the network's cost on every
+    datapath, by name. ``pruning``: what pruning measured (see ``PRUNING_KEYS``).
+    """
+
+    key: str
+    variant: str
+    config: Mapping[str, Any]
+    top1: float
+    correct: int
+    samples: int
+    val_top1: float
+    subsets: Mapping[str, SubsetInfo]
+    weight_sparsity: float
+    captured_samples: int
+    weight_density: float
+    act_density: float
+    effectual_mac_fraction: float
+    layers: tuple[LayerSetting, ...]
+    datapaths: Mapping[str, NetworkSummary]
+    pruning: Mapping[str, Any]
+    timing: Timing
+
+    def on(self, datapath: str) -> NetworkSummary:
+        """The cost on ``datapath``; a ``ResultError`` naming the ones simulated otherwise."""
+        if datapath not in self.datapaths:
+            raise ResultError(
+                f"variant {self.variant!r} was not simulated on {datapath!r} "
+                f"(it has {', '.join(self.datapaths)})"
+            )
+        return self.datapaths[datapath]
+
+    def summary_json(self) -> dict[str, Any]:
+        """The ``results.json["variants"]`` entry: everything but the per-datapath costs (in
+        ``points``), the timing (machine-dependent) and the cache key."""
+        return {
+            "variant": self.variant,
+            "config": self.config,
+            "top1": self.top1,
+            "correct": self.correct,
+            "samples": self.samples,
+            "val_top1": self.val_top1,
+            "subsets": {purpose: info.to_dict() for purpose, info in self.subsets.items()},
+            "weight_sparsity": self.weight_sparsity,
+            "captured_samples": self.captured_samples,
+            "weight_density": self.weight_density,
+            "act_density": self.act_density,
+            "effectual_mac_fraction": self.effectual_mac_fraction,
+            "layers": [layer.to_json() for layer in self.layers],
+            **self.pruning,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``variant.json`` object."""
+        summary = self.summary_json()
+        pruning = {k: summary.pop(k) for k in self.pruning}
+        return {
+            "key": self.key,
+            **summary,
+            "datapaths": {name: cost.to_json() for name, cost in self.datapaths.items()},
+            **pruning,
+            "timing": self.timing.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> VariantResult:
+        """The inverse of :meth:`to_json`; raises :class:`ResultError` for anything that is not
+        exactly a ``variant.json`` object."""
+        scalars = (
+            "key",
+            "variant",
+            "config",
+            "top1",
+            "correct",
+            "samples",
+            "val_top1",
+            "weight_sparsity",
+            "captured_samples",
+            "weight_density",
+            "act_density",
+            "effectual_mac_fraction",
+        )
+        nested = ("subsets", "layers", "datapaths", "timing")
+        check_json_keys(data, scalars + nested, "variant result", optional=PRUNING_KEYS)
+        try:
+            return cls(
+                **{k: data[k] for k in scalars},
+                subsets={k: SubsetInfo.from_dict(v) for k, v in data["subsets"].items()},
+                layers=tuple(LayerSetting.from_json(row) for row in data["layers"]),
+                datapaths={
+                    name: NetworkSummary.from_json(cost) for name, cost in data["datapaths"].items()
+                },
+                pruning={k: data[k] for k in PRUNING_KEYS if k in data},
+                timing=Timing.from_json(data["timing"]),
+            )
+        except (CodesignError, AttributeError, TypeError, ValueError) as exc:
+            raise ResultError(f"variant result: {exc}") from None

@@ -1,0 +1,89 @@
+"""Cache keys from meaning, never from source files.
+
+A variant's result depends on: its resolved steps, each with its kind and version (a step's
+``version`` is raised when its handler's numbers change; see ``codesign.pipeline.steps``);
+the float model (name, checkpoint sha256); the data actually loaded (contents, not paths);
+the seed; the datapath and energy files; and how a built model is scored
+(``SCORING_VERSION``). The key is the sha256 of exactly those, so editing a comment or
+moving the data folder keeps every cached variant, while a change that alters numbers raises
+a version and rebuilds the variants it touches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from codesign.data import Dataset
+from codesign.pipeline import step_record, variant_steps
+from codesign.recipe import DataSpec, VariantSpec, digest
+
+if TYPE_CHECKING:
+    from codesign.study.study import Study
+
+# Raise when scoring a built model changes its numbers: evaluation, the capture of real
+# tensors (``variants.CAPTURE_BATCH``), the simulators or the variant.json fields.
+SCORING_VERSION = 1
+
+# Where the data came from does not change results, what was loaded does: the tensors are
+# hashed, so the path (and whether downloading was allowed) stays out of the key.
+DATA_FIELDS_NOT_IN_KEY = ("source", "download")
+
+
+def tensor_sha256(tensor: torch.Tensor) -> str:
+    """sha256 of a tensor's dtype, shape and bytes (a contiguous CPU copy if need be)."""
+    hasher = hashlib.sha256(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+    hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return hasher.hexdigest()
+
+
+def data_digest(dataset: Dataset, spec: DataSpec) -> dict[str, Any]:
+    """What a variant reads of the data: the data set's kind, classes and training
+    augmentation, the ``[data]`` fields that size every subset, the validation subset's
+    index digest, and sha256s of every split's images and labels as loaded."""
+    splits = {"train": dataset.train, "test": dataset.test, "validation": dataset.validation}
+    fields = {k: v for k, v in dataclasses.asdict(spec).items() if k not in DATA_FIELDS_NOT_IN_KEY}
+    return {
+        "kind": dataset.name.partition(":")[0],
+        "num_classes": dataset.num_classes,
+        "flip_augment": dataset.flip_augment,
+        "pad_augment": dataset.pad_augment,
+        "spec": fields,
+        "validation_subset": (
+            dataset.validation_info.digest if dataset.validation_info is not None else None
+        ),
+        "splits": {
+            name: None
+            if split is None
+            else {"images": tensor_sha256(split.images), "labels": tensor_sha256(split.labels)}
+            for name, split in splits.items()
+        },
+    }
+
+
+def study_key_material(study: Study) -> dict[str, Any]:
+    """Everything besides a variant's own steps that its result depends on."""
+    return {
+        "model": study.model_name,
+        "checkpoint_sha256": study.checkpoint_sha256,
+        "data_sha256": study.data_sha256,
+        "seed": study.recipe.seed,
+        "datapaths": {d.name: d.arch_sha256 for d in study.datapaths},
+        "energy_sha256": study.datapaths[0].energy_sha256 if study.datapaths else None,
+        "scoring_version": SCORING_VERSION,
+    }
+
+
+def steps_record(variant: VariantSpec) -> list[dict[str, Any]]:
+    """The variant's resolved steps, each as ``{"kind", "version", ...spec}``."""
+    steps = variant_steps(variant.sparsity, variant.finetune, variant.quant, variant.qat)
+    return [step_record(step) for step in steps]
+
+
+def variant_key(study: Study, variant: VariantSpec) -> str:
+    """sha256 (hex) of the variant's steps and the study's key material. The variant's name
+    is not in it: two names for the same steps give the same numbers."""
+    return digest({"steps": steps_record(variant), **study.key_material()})

@@ -1,0 +1,85 @@
+"""``codesign search``: measure, solve, choose, verify, spread, judge.
+
+1. Measure (:mod:`.tables`): per-layer energy of every option and per-layer accuracy drop,
+   on validation images only (the test split never steers the choice).
+2. Solve (:mod:`.front`): predicted top-1 = reference top-1 - sum of charged drops,
+   predicted energy = sum of per-layer energies; the multiple-choice knapsack gives the
+   searched front.
+3. Choose and verify (:mod:`.verify`): the constraint's first guess is built like any recipe
+   variant and corrected along the front until a build meets it.
+4. Spread: the builds left over measure the rest of the front the constraint allows.
+5. Judge: each build against the recipe's uniform variants on the same datapath.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from codesign.pipeline.results import VariantResult
+from codesign.recipe import SearchSpec
+from codesign.study.search.front import charged_drops, first_guess, solve_front
+from codesign.study.search.options import option_variant, options_of, searchable_layers
+from codesign.study.search.results import FrontEntry, SearchResult
+from codesign.study.search.tables import cached_tables
+from codesign.study.search.verify import Builds, Goal, choose, judge, spread
+from codesign.study.study import Study
+from codesign.study.variants import run_variant
+
+
+def run_search(
+    study: Study,
+    uniform: Sequence[VariantResult],
+    *,
+    energy_budget_uj: float | None = None,
+    accuracy_floor: float | None = None,
+    force: bool = False,
+) -> SearchResult:
+    """Measure, solve, verify. ``uniform`` are the recipe's scored variants, against which
+    every verified configuration is compared on the search datapath."""
+    goal = Goal(energy_budget_uj, accuracy_floor)
+    spec = study.recipe.search or SearchSpec()
+    torch.manual_seed(study.recipe.seed)
+    options = options_of(spec)
+    layer_names = searchable_layers(study.float_model, spec)
+    tables = cached_tables(study, spec, options, layer_names, force)
+    drops = charged_drops(tables.drops, spec.sensitivity_samples)
+    front = solve_front(drops, tables.layer_energy_uj_per_inference)
+    # Drops are measured on the sensitivity images; predictions start from the reference
+    # assignment's top-1 on the whole validation split, the figure a build is judged by.
+    reference = run_variant(
+        study, option_variant(options[0], spec, "search-reference-w8a8"), force=force
+    )
+    base_top1 = reference.val_top1
+    fixed_energy = tables.fixed_energy_uj_per_inference
+    guess = first_guess(front, base_top1, fixed_energy, energy_budget_uj, accuracy_floor)
+    builds = Builds(study, spec, options, layer_names, front, force)
+    chosen = choose(builds, guess, goal)
+    spread(builds, chosen, goal)
+    assert study.dataset.validation_info is not None
+    return SearchResult(
+        objective=goal.objective,
+        datapath=spec.datapath,
+        sensitivity_samples=spec.sensitivity_samples,
+        validation_subset=study.dataset.validation_info,
+        sensitivity_subset=tables.sensitivity_subset,
+        reference_top1_sensitivity=tables.reference_top1,
+        reference_val_top1=base_top1,
+        options=tuple(o.label for o in options),
+        layers=tuple(layer_names),
+        sensitivity_drop_points=tuple(map(tuple, tables.drops.round(4).tolist())),
+        layer_energy_uj_per_inference=tuple(
+            map(tuple, tables.layer_energy_uj_per_inference.tolist())
+        ),
+        front=tuple(
+            FrontEntry(
+                base_top1 - a.drop_points,
+                a.energy_uj_per_inference + fixed_energy,
+                tuple(options[i].label for i in a.picks),
+            )
+            for a in front
+        ),
+        chosen=f"search-{chosen}" if chosen is not None else None,
+        verified=judge(builds, chosen, goal, uniform, base_top1, fixed_energy),
+    )

@@ -1,0 +1,160 @@
+"""Checking the front by building it: the constraint (:class:`Goal`), the builds made so far
+(:class:`Builds`), the choice under the constraint, the spread of the builds left over, and
+the verdicts against the recipe's uniform variants.
+
+Per-layer drops do not add up exactly (one-shot pruning of many layers hurts more than the
+sum), and fine-tuning and QAT change what remains, so every prediction that matters is
+checked by building the model, within the ``verify`` builds the recipe allows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from codesign.errors import ConfigError
+from codesign.pipeline.results import VariantResult
+from codesign.recipe import SearchSpec
+from codesign.report.pareto import dominates
+from codesign.study.search.front import Assignment, feasible_span, spread_along_front
+from codesign.study.search.options import Option, configuration_variant
+from codesign.study.search.results import LayerChoice, VerifiedConfiguration
+from codesign.study.study import Study
+from codesign.study.variants import run_variant
+
+
+@dataclasses.dataclass(frozen=True)
+class Goal:
+    """Exactly one constraint: an energy budget (uJ per inference on the search datapath) or
+    an accuracy floor (validation top-1, %)."""
+
+    energy_budget_uj: float | None = None
+    accuracy_floor: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.energy_budget_uj is None) == (self.accuracy_floor is None):
+            raise ConfigError("give exactly one of --energy-budget-uj and --accuracy-floor")
+
+    @property
+    def objective(self) -> str:
+        if self.energy_budget_uj is not None:
+            return (
+                f"minimise predicted accuracy drop within {self.energy_budget_uj} uJ per inference"
+            )
+        return f"minimise energy keeping predicted top-1 >= {self.accuracy_floor} %"
+
+    def met_by(self, result: VariantResult, datapath: str) -> bool:
+        """Validation top-1 (never test) against the floor, measured energy against the budget."""
+        if self.accuracy_floor is not None:
+            return result.val_top1 >= self.accuracy_floor
+        assert self.energy_budget_uj is not None
+        return result.on(datapath).energy_uj_per_inference <= self.energy_budget_uj
+
+
+class Builds:
+    """Front entries built as recipe variants named ``search-<index>``, each at most once."""
+
+    def __init__(
+        self,
+        study: Study,
+        spec: SearchSpec,
+        options: Sequence[Option],
+        layer_names: Sequence[str],
+        front: Sequence[Assignment],
+        force: bool,
+    ) -> None:
+        self.study, self.spec, self.options = study, spec, options
+        self.layer_names, self.front, self.force = layer_names, front, force
+        self.results: dict[int, VariantResult] = {}  # by front index, in build order
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def choices(self, index: int) -> list[Option]:
+        return [self.options[i] for i in self.front[index].picks]
+
+    def result(self, index: int) -> VariantResult:
+        if index not in self.results:
+            variant = configuration_variant(
+                f"search-{index}", self.layer_names, self.choices(index), self.spec
+            )
+            self.results[index] = run_variant(self.study, variant, force=self.force)
+        return self.results[index]
+
+    def meets(self, index: int, goal: Goal) -> bool:
+        return goal.met_by(self.result(index), self.spec.datapath)
+
+
+def choose(builds: Builds, guess: int, goal: Goal) -> int | None:
+    """The front index the constraint picks after building, starting from the predicted
+    ``guess``; None when no build within ``verify`` meets it."""
+    budget = builds.spec.verify
+    if goal.accuracy_floor is None:
+        index = guess
+        while len(builds) < budget and index < len(builds.front):
+            if builds.meets(index, goal):  # the prediction can miss: step to cheaper ones
+                return index
+            index += 1
+        return None
+    # Bisection between the safe end (index 0, the reference assignment) and the guess.
+    if builds.meets(guess, goal):
+        return guess
+    low, high = 0, guess
+    while len(builds) < budget and high - low > 1:
+        middle = (low + high) // 2
+        if builds.meets(middle, goal):
+            low = middle
+        else:
+            high = middle
+    passing = [i for i in builds.results if builds.meets(i, goal)]
+    return max(passing) if passing else None
+
+
+def spread(builds: Builds, chosen: int | None, goal: Goal) -> None:
+    """The builds left over verify the rest of the front the constraint allows, so the report
+    shows a measured front rather than one point."""
+    if chosen is None:
+        return
+    span = feasible_span(builds.front, chosen, goal.accuracy_floor)
+    for index in spread_along_front(builds.front, span):
+        if len(builds) >= builds.spec.verify:
+            break
+        builds.result(index)
+
+
+def judge(
+    builds: Builds,
+    chosen: int | None,
+    goal: Goal,
+    uniform: Sequence[VariantResult],
+    base_top1: float,
+    fixed_energy_uj: float,
+) -> tuple[VerifiedConfiguration, ...]:
+    """Every build by front index, with its predictions (validation top-1 from ``base_top1``,
+    energy with the ``fixed_energy_uj`` of the layers outside the search), choices, the
+    ``uniform`` recipe variants it dominates on the search datapath, and the verdicts."""
+    datapath = builds.spec.datapath
+    verified = []
+    for index in sorted(builds.results):
+        result = builds.results[index]
+        entry = builds.front[index]
+        mine = (result.on(datapath).energy_uj_per_inference, result.top1)
+        verified.append(
+            VerifiedConfiguration(
+                result=result,
+                predicted_top1=base_top1 - entry.drop_points,
+                predicted_energy_uj_per_inference=entry.energy_uj_per_inference + fixed_energy_uj,
+                choices=tuple(
+                    LayerChoice(name, o.weight_bits, o.act_bits, o.sparsity)
+                    for name, o in zip(builds.layer_names, builds.choices(index), strict=True)
+                ),
+                dominates=tuple(
+                    u.variant
+                    for u in uniform
+                    if dominates(mine, (u.on(datapath).energy_uj_per_inference, u.top1))
+                ),
+                chosen=index == chosen,
+                meets_constraint=builds.meets(index, goal),
+            )
+        )
+    return tuple(verified)

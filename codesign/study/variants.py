@@ -1,0 +1,190 @@
+"""One variant of a study: built through the pipeline's handlers, scored (test and validation
+top-1, one capture of real tensors, every datapath simulated), and cached.
+
+A finished variant is written atomically to ``OUT/variants/<name>-<key>/variant.json``
+(with ``variant.json.sha256`` beside it) and ``model.pt``, where ``key`` is the semantic key
+of :mod:`codesign.study.keys`. A cached file is used only when its digest, its stored key and
+its parse into a :class:`VariantResult` all check out; anything else is rebuilt with a
+one-line warning. Timings live in these files, never in ``results.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import nn
+
+from codesign.data import evaluate, make_forward_loop
+from codesign.data.datasets import Split
+from codesign.data.subsets import SubsetInfo
+from codesign.errors import ResultError
+from codesign.hw import capture
+from codesign.hw.records import LayerRecord
+from codesign.io import read_json_verified, write_json_verified
+from codesign.pipeline import (
+    BuildContext,
+    BuildInfo,
+    build,
+    layer_bits_rows,
+    model_kwargs_for,
+    save_model,
+    variant_steps,
+)
+from codesign.pipeline.results import LayerSetting, Timing, VariantResult
+from codesign.recipe import VariantSpec, slug
+from codesign.study.keys import variant_key
+from codesign.study.study import Study
+
+VARIANT_FILE = "variant.json"
+CAPTURE_BATCH = 64  # images per forward pass of the capture; part of SCORING_VERSION
+
+
+def build_variant(study: Study, variant: VariantSpec) -> tuple[nn.Module, BuildInfo]:
+    """Apply a variant's steps (prune, fine-tune, PTQ, QAT) to a copy of the float model,
+    through the same handlers the ``prune`` / ``ptq`` / ``qat`` commands run, so a variant
+    reproduces the standalone command with the same settings."""
+    ctx = BuildContext(
+        study.float_model,
+        study.dataset,
+        seed=study.recipe.seed,
+        calib_samples=study.recipe.data.calib_samples,
+        progress=study.progress,
+    )
+    steps = variant_steps(variant.sparsity, variant.finetune, variant.quant, variant.qat)
+    return build(ctx, steps)
+
+
+def measured_densities(records: Sequence[LayerRecord]) -> tuple[float, float, float]:
+    """Whole-network (weight density, input-activation density, effectual MAC fraction):
+    nonzeros / elements over the captured tensors, and effectual / dense MACs."""
+    weights = sum(r.weight_count for r in records)
+    inputs = sum(r.input_count for r in records)
+    macs = sum(r.dense_macs for r in records)
+    return (
+        sum(r.weight_nonzeros for r in records) / max(weights, 1),
+        sum(r.input_nonzeros for r in records) / max(inputs, 1),
+        sum(r.effectual_macs for r in records) / max(macs, 1),
+    )
+
+
+def _layer_settings(model: nn.Module, sparsity_rows: Sequence[dict]) -> tuple[LayerSetting, ...]:
+    """Per-layer widths (float layers are 32 bit) beside ``sparsity_report``'s layer rows."""
+    quantized = {row["name"]: row for row in layer_bits_rows(model)}
+    names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    settings = []
+    for name, row in zip(names, sparsity_rows, strict=True):
+        bits = quantized.get(name, {"weight_bits": 32, "act_bits": 32})
+        settings.append(
+            LayerSetting(
+                name, bits["weight_bits"], bits["act_bits"], row["sparsity"], row["pattern"]
+            )
+        )
+    return tuple(settings)
+
+
+def score_model(
+    study: Study, model: nn.Module, test: Split | None = None, *, key: str = ""
+) -> VariantResult:
+    """Top-1 on the test split (reported) and the validation split (what the search reads),
+    then one capture of validation images and a simulation on every datapath.
+
+    The result has no name, config, build subsets or timing yet: :func:`run_variant` adds
+    them (``dataclasses.replace``).
+    """
+    from codesign.sparsity import sparsity_report
+
+    split = test if test is not None else study.dataset.test
+    accuracy = evaluate(model, split)
+    validation = study.dataset.validation
+    assert validation is not None and study.dataset.validation_info is not None
+    images, captured = study.dataset.capture_set(study.recipe.data.capture_samples)
+    records = capture(model, make_forward_loop(images, CAPTURE_BATCH))
+    report = sparsity_report(model)
+    weight_density, act_density, effectual = measured_densities(records)
+    return VariantResult(
+        key=key,
+        variant="",
+        config={},
+        top1=float(accuracy["top1"]),
+        correct=int(accuracy["correct"]),
+        samples=int(accuracy["samples"]),
+        val_top1=float(evaluate(model, validation)["top1"]),
+        subsets={"validation": study.dataset.validation_info, "capture": captured},
+        weight_sparsity=report["sparsity"],
+        captured_samples=records[0].n,
+        weight_density=weight_density,
+        act_density=act_density,
+        effectual_mac_fraction=effectual,
+        layers=_layer_settings(model, report["layers"]),
+        datapaths={d.name: d.simulate(records).summary(d.name) for d in study.datapaths},
+        pruning={},
+        timing=Timing(0.0, 0.0, 0.0),
+    )
+
+
+def variant_dir(study: Study, variant: VariantSpec) -> tuple[Path, str]:
+    """``OUT/variants/<name>-<key prefix>`` and the full key."""
+    key = variant_key(study, variant)
+    return study.out / "variants" / f"{slug(variant.name)}-{key[:12]}", key
+
+
+def read_cached(path: Path, key: str) -> VariantResult:
+    """The result stored at ``path`` under ``key``; a :class:`ResultError` saying why not when
+    the file is missing, does not match its sha256, holds another key or does not parse."""
+    data = read_json_verified(path)
+    if not isinstance(data, dict) or data.get("key") != key:
+        raise ResultError("it was stored under another key")
+    return VariantResult.from_json(data)
+
+
+def write_result(path: Path, result: VariantResult) -> VariantResult:
+    """Write ``variant.json`` (and its sha256); returns the result as read back, so a fresh
+    run and a resumed one hand identical values onward."""
+    return VariantResult.from_json(write_json_verified(path, result.to_json()))
+
+
+def run_variant(study: Study, variant: VariantSpec, force: bool = False) -> VariantResult:
+    """Build, score and simulate one variant, or reuse its verified result from OUT."""
+    directory, key = variant_dir(study, variant)
+    result_path = directory / VARIANT_FILE
+    if not force and result_path.exists():
+        try:
+            cached = read_cached(result_path, key)
+        except ResultError as reason:
+            print(f"codesign: warning: {result_path}: {reason}; rebuilding", file=sys.stderr)
+        else:
+            config = json.loads(json.dumps(variant.to_dict()))  # tuples as JSON lists
+            if cached.variant == variant.name and cached.config == config:
+                return cached
+            # Same steps under another spelling (e.g. a zero-epoch fine-tune table): the
+            # numbers hold, the name and config are the current ones.
+            named = dataclasses.replace(cached, variant=variant.name, config=variant.to_dict())
+            return write_result(result_path, named)
+    started = time.perf_counter()
+    model, info = build_variant(study, variant)
+    scored = score_model(study, model, key=key)
+    directory.mkdir(parents=True, exist_ok=True)
+    recipe = {}
+    if variant.sparsity is not None:
+        recipe["sparsity"] = variant.sparsity.to_dict()
+    if variant.quant is not None:
+        recipe["quant"] = variant.quant.to_dict()
+    save_model(directory / "model.pt", model, study.model_name, recipe, model_kwargs_for(model))
+    result = dataclasses.replace(
+        scored,
+        variant=variant.name,
+        config=variant.to_dict(),
+        # The build's own subsets (calibration) after the scoring ones, as always recorded.
+        subsets={
+            **scored.subsets,
+            **{purpose: SubsetInfo.from_dict(v) for purpose, v in info.subsets.items()},
+        },
+        pruning=dict(info.pruning),
+        timing=Timing(info.train_seconds, info.calib_seconds, time.perf_counter() - started),
+    )
+    return write_result(result_path, result)

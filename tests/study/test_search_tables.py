@@ -1,0 +1,80 @@
+"""The search tables' key is semantic (the [search] fields that shape them, the option
+steps with their versions, TABLES_VERSION, the study's inputs) and a stored table that does
+not verify is measured again."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+import codesign.study.search.tables as tables
+from codesign.pipeline import PTQStep
+from codesign.recipe import SearchSpec, recipe_from_dict
+from codesign.study import open_study
+from codesign.study.search import options_of, searchable_layers
+
+from ..conftest import digits_recipe_head
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+RECIPE = digits_recipe_head("tables", ["scnn"]) + '[[variants]]\nname = "fp32"\n'
+SPEC = SearchSpec(
+    weight_bits=(8,), act_bits=(8,), sparsity=("dense", "2:4"), sensitivity_samples=64
+)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory):
+    recipe = dataclasses.replace(recipe_from_dict(tomllib.loads(RECIPE)), search=SPEC)
+    return open_study(recipe, tmp_path_factory.mktemp("tables"), progress=False)
+
+
+def _key(study, spec: SearchSpec = SPEC) -> str:
+    layers = searchable_layers(study.float_model, spec)
+    return tables.tables_key(study, spec, options_of(spec), layers)
+
+
+def test_the_key_changes_with_what_shapes_the_tables_only(
+    study, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = _key(study)
+    assert _key(study, dataclasses.replace(SPEC, verify=9)) == key  # how builds are verified
+    assert _key(study, dataclasses.replace(SPEC, sensitivity_samples=32)) != key
+    monkeypatch.setattr(tables, "TABLES_VERSION", tables.TABLES_VERSION + 1)
+    assert _key(study) != key
+    monkeypatch.undo()
+    monkeypatch.setattr(PTQStep, "version", PTQStep.version + 1)
+    assert _key(study) != key
+
+
+def test_stored_tables_are_reused_and_a_damaged_file_is_measured_again(
+    study, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    measured: list[int] = []
+    real = tables.measure_tables
+
+    def counting(*args, **kwargs):
+        measured.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tables, "measure_tables", counting)
+    options = options_of(SPEC)
+    layers = searchable_layers(study.float_model, SPEC)
+    first = tables.cached_tables(study, SPEC, options, layers, force=False)
+    again = tables.cached_tables(study, SPEC, options, layers, force=False)
+    assert len(measured) == 1
+    assert first.to_json() == again.to_json()
+    assert first.layer_energy_uj_per_inference.shape == (len(layers), len(options))
+    (path,) = Path(study.out, "search").glob("tables-*.json")
+    path.write_text(path.read_text().replace("]", "", 1))
+    capsys.readouterr()
+    remeasured = tables.cached_tables(study, SPEC, options, layers, force=False)
+    assert len(measured) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "measuring again" in err
+    assert remeasured.to_json() == first.to_json()
