@@ -2,7 +2,8 @@
 
 Every file is written to a temporary sibling and renamed into place, so a killed process
 never leaves a half-written result behind. Checkpoints are read with ``weights_only=True``:
-a checkpoint is untrusted input and unpickling code from it is refused.
+a checkpoint is untrusted input and unpickling code from it is refused. A checkpoint with a
+``<file>.sha256`` beside it is verified against it before anything is unpickled.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import hashlib
 import io
 import json
 import os
+import pickle
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,28 +97,82 @@ def save_checkpoint(
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read any checkpoint file safely; return the raw object (dict) it holds.
 
-    Raises CheckpointError for a missing file, a file that is not a torch checkpoint, or one
-    that needs code execution to unpickle.
+    A ``<path>.sha256`` beside the file (what :func:`save_checkpoint` writes) is checked
+    before unpickling; a foreign checkpoint without one loads unverified. Raises
+    CheckpointError for a missing file, a digest mismatch, a file that is not a torch
+    checkpoint (truncated, text, another format), or one that needs code to unpickle.
     """
     source = Path(path)
     if not source.is_file():
         raise CheckpointError(
             f"checkpoint not found: {source} (give the path of an existing .th/.pt file)"
         )
-    try:
-        obj = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"cannot read checkpoint {source}: {first_line} "
-            "(only tensor/dict checkpoints are accepted; re-save it with torch.save(state_dict))"
-        ) from None
+    # The bytes that are verified are the bytes that are unpickled: reading the file twice
+    # would let it change in between.
+    data = source.read_bytes()
+    _verify_sidecar(source, data)
+    obj = _safe_load(data, f"checkpoint {source}", "restore it or rebuild it")
     if not isinstance(obj, dict):
         raise CheckpointError(
             f"checkpoint {source} holds a {type(obj).__name__}, not a dict of tensors "
             "(save the model's state_dict, not the module)"
         )
     return obj
+
+
+def _verify_sidecar(source: Path, data: bytes) -> None:
+    sidecar = source.with_name(f"{source.name}.sha256")
+    if not sidecar.is_file():
+        return
+    fields = sidecar.read_text(encoding="utf-8", errors="replace").split()
+    expected = fields[0].lower() if fields else ""
+    if not re.fullmatch(r"[0-9a-f]{64}", expected):
+        raise CheckpointError(
+            f"cannot verify checkpoint {source}: {sidecar} does not start with a sha256 "
+            "digest; restore both files or rebuild them"
+        )
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise CheckpointError(
+            f"checkpoint {source} is corrupt: its sha256 does not match {sidecar}; "
+            "restore it or rebuild it"
+        )
+
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive
+_PICKLE_PROTO = 0x80  # first byte of a protocol >= 2 pickle (torch's legacy format)
+
+
+def _safe_load(data: bytes, what: str, remedy: str) -> Any:
+    """``torch.load(weights_only=True)`` of ``data`` with one-line errors that say what the
+    file is and what to do; ``what`` names it ("checkpoint x.pt"), ``remedy`` ends damage
+    messages."""
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # PyTorch's own message advises weights_only=False, i.e. running the file's code:
+        # never repeat that. Name what was refused and how to convert it safely instead.
+        refused = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if refused is not None:
+            raise CheckpointError(
+                f"{what} holds code or Python objects ({refused.group(1)}) that a safe load "
+                "refuses, so it was not loaded; convert it with code you trust: load it "
+                "there and re-save its state_dict (torch.save(model.state_dict(), path))"
+            ) from None
+        reason = _damage(data)
+    except Exception:  # torch raises RuntimeError, EOFError, OSError, KeyError, ... on damage
+        reason = _damage(data)
+    raise CheckpointError(f"cannot read {what}: {reason}; {remedy}") from None
+
+
+def _damage(data: bytes) -> str:
+    """Why bytes that failed to load are not a checkpoint, judged from their first bytes."""
+    if not data:
+        return "the file is empty"
+    if data.startswith(_ZIP_MAGIC):
+        return "it is truncated or corrupt (a damaged zip archive)"
+    if data[0] == _PICKLE_PROTO:
+        return "it is truncated or corrupt, or a pickle that is not a PyTorch checkpoint"
+    return "it is not a PyTorch checkpoint (neither a zip archive nor a pickle)"
 
 
 def checkpoint_meta(obj: dict[str, Any]) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
