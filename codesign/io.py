@@ -1,9 +1,13 @@
-"""Atomic file writes and checkpoints that carry their recipe.
+"""Atomic file writes, checkpoints that carry their recipe, and keyed resumable state.
 
 Every file is written to a temporary sibling and renamed into place, so a killed process
 never leaves a half-written result behind. Checkpoints are read with ``weights_only=True``:
 a checkpoint is untrusted input and unpickling code from it is refused. A checkpoint with a
 ``<file>.sha256`` beside it is verified against it before anything is unpickled.
+
+Resumable state (:func:`write_keyed_state`, :func:`read_keyed_state`) carries, in a short
+text header, the key of the settings that made it and the sha256 of its body: a state made
+with other settings is ignored, a damaged one refused, and neither is ever half-loaded.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import os
 import pickle
 import re
 import tempfile
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +185,88 @@ def checkpoint_meta(obj: dict[str, Any]) -> tuple[str | None, dict[str, Any], di
     if obj.get("format") != "codesign-checkpoint-v1":
         return None, {}, {}
     return obj["model"], json.loads(obj["recipe_json"]), json.loads(obj["extra_json"])
+
+
+class StaleStateWarning(UserWarning):
+    """A resumable state file was made with other settings: it is ignored and overwritten."""
+
+
+# A keyed state file: this line, "key <hex>", "sha256 <hex of the body>", then the body
+# (torch.save bytes). Text first, so the key is compared and the body verified before
+# anything is unpickled.
+_STATE_MAGIC = b"codesign-keyed-state-v1\n"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def settings_key(settings: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``settings``: the key of what they produce."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of ``tensors`` (a state_dict)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def write_keyed_state(path: str | os.PathLike[str], obj: Any, key: str) -> Path:
+    """Write ``obj`` (tensors, dicts, numbers) atomically under ``key`` with its sha256."""
+    if not _HEX64.fullmatch(key):
+        raise ValueError(f"a state key is a sha256 hex digest (see settings_key), got {key!r}")
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    body = buffer.getvalue()
+    header = f"key {key}\nsha256 {hashlib.sha256(body).hexdigest()}\n".encode("ascii")
+    return write_bytes_atomic(path, _STATE_MAGIC + header + body)
+
+
+def read_keyed_state(
+    path: str | os.PathLike[str], key: str, what: str = "resumable state"
+) -> Any | None:
+    """The object a :func:`write_keyed_state` file at ``path`` holds, if written under ``key``.
+
+    Returns None when there is no file, or (with a :class:`StaleStateWarning`) when it was
+    written under another key: the caller starts over and overwrites it. Raises
+    CheckpointError when the file is damaged or not a keyed state: resuming from part of a
+    state would give wrong numbers, and deleting it is the user's call.
+    """
+    source = Path(path)
+    if not source.is_file():
+        return None
+    data = source.read_bytes()
+    delete = "delete it to start over"
+    if not data.startswith(_STATE_MAGIC):
+        if _STATE_MAGIC.startswith(data):
+            raise CheckpointError(f"{what} {source} is truncated (incomplete header); {delete}")
+        raise CheckpointError(
+            f"{what} {source} is not a codesign state file (another program's file, or one "
+            f"written by an older version); {delete}"
+        )
+    fields = data[len(_STATE_MAGIC) :].split(b"\n", 2)
+    header = [f.decode("ascii", errors="replace").split(" ") for f in fields[:2]]
+    if (
+        len(fields) < 3
+        or [h[0] for h in header] != ["key", "sha256"]
+        or not all(len(h) == 2 and _HEX64.fullmatch(h[1]) for h in header)
+    ):
+        raise CheckpointError(f"{what} {source} is corrupt (damaged header); {delete}")
+    stored_key, stored_digest, body = header[0][1], header[1][1], fields[2]
+    if stored_key != key:
+        warnings.warn(
+            f"{what} {source} was written with other settings (key {stored_key[:12]}, these "
+            f"settings {key[:12]}): ignoring it and starting over",
+            StaleStateWarning,
+            stacklevel=2,
+        )
+        return None
+    if hashlib.sha256(body).hexdigest() != stored_digest:
+        raise CheckpointError(
+            f"{what} {source} is corrupt (truncated or modified: its sha256 does not match the "
+            f"one written in it); {delete}"
+        )
+    return _safe_load(body, f"{what} {source}", delete)

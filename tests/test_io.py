@@ -8,9 +8,13 @@ import torch
 from codesign.config import QuantSpec, SparsitySpec, TrainSpec
 from codesign.errors import CheckpointError, ConfigError
 from codesign.io import (
+    StaleStateWarning,
     atomic_path,
     read_checkpoint,
+    read_keyed_state,
+    settings_key,
     write_json_atomic,
+    write_keyed_state,
 )
 
 
@@ -153,3 +157,46 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, zipped, no_model_b
         "re-save its state_dict (torch.save(model.state_dict(), path))"
     )
     assert not marker.exists()
+
+
+# --- keyed resumable state ------------------------------------------------------------------
+
+KEY_A = settings_key({"lr": 0.1})
+KEY_B = settings_key({"lr": 0.05})
+
+
+def test_keyed_state_round_trip_and_stale_key(tmp_path):
+    path = tmp_path / "state.pt"
+    assert read_keyed_state(path, KEY_A) is None  # nothing there yet
+    write_keyed_state(path, {"w": torch.arange(3), "epoch": 2}, KEY_A)
+    state = read_keyed_state(path, KEY_A)
+    assert torch.equal(state["w"], torch.arange(3)) and state["epoch"] == 2
+    with pytest.warns(StaleStateWarning, match=r"written with other settings") as record:
+        assert read_keyed_state(path, KEY_B) is None
+    assert "\n" not in str(record[0].message)
+
+
+def test_settings_key_is_canonical():
+    assert settings_key({"a": 1, "b": [1, 2]}) == settings_key({"b": [1, 2], "a": 1})
+    assert settings_key({"a": 1}) != settings_key({"a": 1.5})
+
+
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda b: b[:-7], r"is corrupt \(truncated or modified: its sha256 does not match"),
+        (lambda b: b[:-1] + bytes([b[-1] ^ 1]), r"is corrupt \(truncated or modified"),
+        (lambda b: b[:10], r"is truncated \(incomplete header\)"),
+        (lambda b: b"", r"is truncated \(incomplete header\)"),
+        (lambda b: b[:60], r"is corrupt \(damaged header\)"),
+        (lambda b: b"PK\x03\x04" + b[4:], r"is not a codesign state file"),
+    ],
+)
+def test_damaged_keyed_state_is_refused(tmp_path, damage, message):
+    path = tmp_path / "state.pt"
+    write_keyed_state(path, {"w": torch.arange(1000)}, KEY_A)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(CheckpointError, match=message) as exc_info:
+        read_keyed_state(path, KEY_A, "training state")
+    text = str(exc_info.value)
+    assert text.startswith(f"training state {path} ") and text.endswith("delete it to start over")
