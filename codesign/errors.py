@@ -39,3 +39,7 @@ class SparsityError(CodesignError, ValueError):
 
 class HardwareError(CodesignError, ValueError):
     """A hardware spec or energy table is invalid, or a layer cannot be mapped."""
+
+
+class DivergenceError(CodesignError, ArithmeticError):
+    """Training went non-finite (loss or weights NaN/Inf); a lower learning rate is the fix."""

@@ -1,4 +1,4 @@
-"""Resumable training state is keyed by its settings and verified.
+"""Resumable training state is keyed by its settings and verified; divergence stops training.
 
 A tiny conv + BN + linear model on a 400-image sample of the digits trains in a fraction of a
 second per epoch, so every claim is checked on real training rather than on stubs.
@@ -13,7 +13,7 @@ from torch import nn
 
 from codesign.config import TrainSpec
 from codesign.data import load_dataset
-from codesign.errors import CheckpointError
+from codesign.errors import CheckpointError, DivergenceError
 from codesign.io import StaleStateWarning
 from codesign.train import train
 
@@ -119,6 +119,32 @@ def test_truncated_state_is_refused_and_nothing_loaded(digits, tmp_path):
     )
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_diverging_loss_names_epoch_and_step_and_writes_no_state(digits, tmp_path):
+    path = tmp_path / "state.pt"
+    spec = dataclasses.replace(SPEC, lr=1e30)
+    with pytest.raises(DivergenceError) as exc_info:
+        train(tiny_model(), digits, spec, state_path=path, progress=False)
+    message = str(exc_info.value)
+    total = spec.epochs * steps_per_epoch(digits, spec)
+    assert message.startswith("training diverged: the loss became NaN/Inf at epoch 1, step ")
+    assert message.endswith(f"(of {total}); lower the learning rate (lr=1e+30)")
+    assert not path.exists()  # a diverged state is never written, so never resumed
+
+
+def test_non_finite_weights_with_a_finite_loss_are_caught(digits):
+    model = tiny_model()
+    bn = model[1]
+
+    def poison(step: int) -> None:
+        # In training mode BN normalises with batch statistics, so the loss stays finite
+        # while the running mean it will use at inference becomes Inf.
+        if step == 1:
+            bn.running_mean.fill_(float("inf"))
+
+    with pytest.raises(DivergenceError, match=r"^training diverged: 1.running_mean became "):
+        train(model, digits, SPEC, on_step=poison, progress=False)
 
 
 def test_qat_state_is_keyed_by_the_build(digits, tmp_path):

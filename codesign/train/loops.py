@@ -6,6 +6,9 @@ the last finished epoch with the same result as an uninterrupted one. The state 
 settings that make it (the TrainSpec, the caller's ``state_key``, the model's and optimizer's
 structure) and carries its sha256: a state from other settings is ignored and overwritten, a
 damaged one refused (:func:`codesign.io.read_keyed_state`).
+
+A run whose loss or weights go NaN/Inf stops with :class:`codesign.errors.DivergenceError`
+at the end of that epoch, before its state is written, so nothing diverged is ever resumed.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from tqdm.auto import tqdm
 
 from codesign.config import TrainSpec
 from codesign.data import Dataset, augment, batches
-from codesign.errors import CheckpointError
+from codesign.errors import CheckpointError, DivergenceError
 from codesign.io import read_keyed_state, settings_key, write_keyed_state
 
 StepHook = Callable[[int], None]
@@ -68,7 +71,8 @@ def train(
     ``extra_param_groups`` lets quantizers train their step sizes at their own learning rate.
     ``state_key`` describes what the state at ``state_path`` depends on beyond ``spec`` and
     the model's structure (where the starting weights come from, the data): a state written
-    under another key is not resumed. Raises CheckpointError when the state file is damaged.
+    under another key is not resumed. Raises DivergenceError when the loss or the weights
+    become NaN/Inf, CheckpointError when the state file is damaged.
     """
     torch.manual_seed(spec.seed)
     generator = torch.Generator().manual_seed(spec.seed)
@@ -107,6 +111,12 @@ def train(
         if 0 <= spec.freeze_bn_epoch <= epoch:
             set_bn_frozen(model)
         running = torch.zeros(())
+        # Non-finite losses are tracked on the loss's device without a host sync per step:
+        # ``finite`` stays True until the first NaN/Inf loss, ``finite_steps`` counts the steps
+        # before it. They are read once per epoch (where ``running`` is read anyway).
+        finite = torch.ones((), dtype=torch.bool)
+        finite_steps = torch.zeros((), dtype=torch.int64)
+        epoch_first_step = step
         bar = tqdm(
             batches(dataset.train, spec.batch_size, shuffle=True, generator=generator),
             total=steps_per_epoch,
@@ -132,7 +142,16 @@ def train(
             optimizer.step()
             scheduler.step()
             running += loss.detach()
+            finite = finite.to(loss.device) & torch.isfinite(loss.detach())
+            finite_steps = finite_steps.to(loss.device) + finite
             step += 1
+        if not bool(finite):
+            bad = epoch_first_step + int(finite_steps) + 1
+            raise DivergenceError(
+                f"training diverged: the loss became NaN/Inf at epoch {epoch + 1}, step {bad} "
+                f"(of {total_steps}); lower the learning rate (lr={spec.lr:g})"
+            )
+        _check_finite_weights(model, epoch, spec)
         last_loss = float(running) / steps_per_epoch
         if state_path is not None:
             state = {
@@ -206,3 +225,16 @@ def _resume(
             f"training state {path} does not fit this run ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}); delete it to start over"
         ) from None
+
+
+def _check_finite_weights(model: nn.Module, epoch: int, spec: TrainSpec) -> None:
+    """Raise DivergenceError when a floating tensor of ``model`` holds NaN/Inf: the last
+    update of an epoch can overflow the weights after the last (finite) loss was seen."""
+    tensors = [(n, t) for n, t in model.state_dict().items() if t.is_floating_point()]
+    if not tensors or bool(torch.stack([torch.isfinite(t).all() for _, t in tensors]).all()):
+        return
+    name = next(n for n, t in tensors if not bool(torch.isfinite(t).all()))
+    raise DivergenceError(
+        f"training diverged: {name} became NaN/Inf in epoch {epoch + 1}; lower the learning "
+        f"rate (lr={spec.lr:g})"
+    )
