@@ -43,3 +43,7 @@ class HardwareError(CodesignError, ValueError):
 
 class ResultError(CodesignError, ValueError):
     """A stored result (``variant.json``, search tables) does not parse into its type."""
+
+
+class DivergenceError(CodesignError, ArithmeticError):
+    """Training went non-finite (loss or weights NaN/Inf); a lower learning rate is the fix."""

@@ -1,8 +1,13 @@
-"""Atomic file writes and checkpoints that carry their recipe.
+"""Atomic file writes, checkpoints that carry their recipe, and keyed resumable state.
 
 Every file is written to a temporary sibling and renamed into place, so a killed process
 never leaves a half-written result behind. Checkpoints are read with ``weights_only=True``:
-a checkpoint is untrusted input and unpickling code from it is refused.
+a checkpoint is untrusted input and unpickling code from it is refused. A checkpoint with a
+``<file>.sha256`` beside it is verified against it before anything is unpickled.
+
+Resumable state (:func:`write_keyed_state`, :func:`read_keyed_state`) carries, in a short
+text header, the key of the settings that made it and the sha256 of its body: a state made
+with other settings is ignored, a damaged one refused, and neither is ever half-loaded.
 """
 
 from __future__ import annotations
@@ -12,8 +17,11 @@ import hashlib
 import io
 import json
 import os
+import pickle
+import re
 import tempfile
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -140,22 +148,21 @@ def save_checkpoint(
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read any checkpoint file safely; return the raw object (dict) it holds.
 
-    Raises CheckpointError for a missing file, a file that is not a torch checkpoint, or one
-    that needs code execution to unpickle.
+    A ``<path>.sha256`` beside the file (what :func:`save_checkpoint` writes) is checked
+    before unpickling; a foreign checkpoint without one loads unverified. Raises
+    CheckpointError for a missing file, a digest mismatch, a file that is not a torch
+    checkpoint (truncated, text, another format), or one that needs code to unpickle.
     """
     source = Path(path)
     if not source.is_file():
         raise CheckpointError(
             f"checkpoint not found: {source} (give the path of an existing .th/.pt file)"
         )
-    try:
-        obj = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"cannot read checkpoint {source}: {first_line} "
-            "(only tensor/dict checkpoints are accepted; re-save it with torch.save(state_dict))"
-        ) from None
+    # The bytes that are verified are the bytes that are unpickled: reading the file twice
+    # would let it change in between.
+    data = source.read_bytes()
+    _verify_sidecar(source, data)
+    obj = _safe_load(data, f"checkpoint {source}", "restore it or rebuild it")
     if not isinstance(obj, dict):
         raise CheckpointError(
             f"checkpoint {source} holds a {type(obj).__name__}, not a dict of tensors "
@@ -164,8 +171,148 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return obj
 
 
+def _verify_sidecar(source: Path, data: bytes) -> None:
+    sidecar = source.with_name(f"{source.name}.sha256")
+    if not sidecar.is_file():
+        return
+    fields = sidecar.read_text(encoding="utf-8", errors="replace").split()
+    expected = fields[0].lower() if fields else ""
+    if not re.fullmatch(r"[0-9a-f]{64}", expected):
+        raise CheckpointError(
+            f"cannot verify checkpoint {source}: {sidecar} does not start with a sha256 "
+            "digest; restore both files or rebuild them"
+        )
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise CheckpointError(
+            f"checkpoint {source} is corrupt: its sha256 does not match {sidecar}; "
+            "restore it or rebuild it"
+        )
+
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive
+_PICKLE_PROTO = 0x80  # first byte of a protocol >= 2 pickle (torch's legacy format)
+
+
+def _safe_load(data: bytes, what: str, remedy: str) -> Any:
+    """``torch.load(weights_only=True)`` of ``data`` with one-line errors that say what the
+    file is and what to do; ``what`` names it ("checkpoint x.pt"), ``remedy`` ends damage
+    messages."""
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # PyTorch's own message advises weights_only=False, i.e. running the file's code:
+        # never repeat that. Name what was refused and how to convert it safely instead.
+        refused = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if refused is not None:
+            raise CheckpointError(
+                f"{what} holds code or Python objects ({refused.group(1)}) that a safe load "
+                "refuses, so it was not loaded; convert it with code you trust: load it "
+                "there and re-save its state_dict (torch.save(model.state_dict(), path))"
+            ) from None
+        reason = _damage(data)
+    except Exception:  # torch raises RuntimeError, EOFError, OSError, KeyError, ... on damage
+        reason = _damage(data)
+    raise CheckpointError(f"cannot read {what}: {reason}; {remedy}") from None
+
+
+def _damage(data: bytes) -> str:
+    """Why bytes that failed to load are not a checkpoint, judged from their first bytes."""
+    if not data:
+        return "the file is empty"
+    if data.startswith(_ZIP_MAGIC):
+        return "it is truncated or corrupt (a damaged zip archive)"
+    if data[0] == _PICKLE_PROTO:
+        return "it is truncated or corrupt, or a pickle that is not a PyTorch checkpoint"
+    return "it is not a PyTorch checkpoint (neither a zip archive nor a pickle)"
+
+
 def checkpoint_meta(obj: dict[str, Any]) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
     """Return (model name, recipe, extra) of a codesign checkpoint; (None, {}, {}) otherwise."""
     if obj.get("format") != "codesign-checkpoint-v1":
         return None, {}, {}
     return obj["model"], json.loads(obj["recipe_json"]), json.loads(obj["extra_json"])
+
+
+class StaleStateWarning(UserWarning):
+    """A resumable state file was made with other settings: it is ignored and overwritten."""
+
+
+# A keyed state file: this line, "key <hex>", "sha256 <hex of the body>", then the body
+# (torch.save bytes). Text first, so the key is compared and the body verified before
+# anything is unpickled.
+_STATE_MAGIC = b"codesign-keyed-state-v1\n"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def settings_key(settings: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``settings``: the key of what they produce."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of ``tensors`` (a state_dict)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def write_keyed_state(path: str | os.PathLike[str], obj: Any, key: str) -> Path:
+    """Write ``obj`` (tensors, dicts, numbers) atomically under ``key`` with its sha256."""
+    if not _HEX64.fullmatch(key):
+        raise ValueError(f"a state key is a sha256 hex digest (see settings_key), got {key!r}")
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    body = buffer.getvalue()
+    header = f"key {key}\nsha256 {hashlib.sha256(body).hexdigest()}\n".encode("ascii")
+    return write_bytes_atomic(path, _STATE_MAGIC + header + body)
+
+
+def read_keyed_state(
+    path: str | os.PathLike[str], key: str, what: str = "resumable state"
+) -> Any | None:
+    """The object a :func:`write_keyed_state` file at ``path`` holds, if written under ``key``.
+
+    Returns None when there is no file, or (with a :class:`StaleStateWarning`) when it was
+    written under another key: the caller starts over and overwrites it. Raises
+    CheckpointError when the file is damaged or not a keyed state: resuming from part of a
+    state would give wrong numbers, and deleting it is the user's call.
+    """
+    source = Path(path)
+    if not source.is_file():
+        return None
+    data = source.read_bytes()
+    delete = "delete it to start over"
+    if not data.startswith(_STATE_MAGIC):
+        if _STATE_MAGIC.startswith(data):
+            raise CheckpointError(f"{what} {source} is truncated (incomplete header); {delete}")
+        raise CheckpointError(
+            f"{what} {source} is not a codesign state file (another program's file, or one "
+            f"written by an older version); {delete}"
+        )
+    fields = data[len(_STATE_MAGIC) :].split(b"\n", 2)
+    header = [f.decode("ascii", errors="replace").split(" ") for f in fields[:2]]
+    if (
+        len(fields) < 3
+        or [h[0] for h in header] != ["key", "sha256"]
+        or not all(len(h) == 2 and _HEX64.fullmatch(h[1]) for h in header)
+    ):
+        raise CheckpointError(f"{what} {source} is corrupt (damaged header); {delete}")
+    stored_key, stored_digest, body = header[0][1], header[1][1], fields[2]
+    if stored_key != key:
+        warnings.warn(
+            f"{what} {source} was written with other settings (key {stored_key[:12]}, these "
+            f"settings {key[:12]}): ignoring it and starting over",
+            StaleStateWarning,
+            stacklevel=2,
+        )
+        return None
+    if hashlib.sha256(body).hexdigest() != stored_digest:
+        raise CheckpointError(
+            f"{what} {source} is corrupt (truncated or modified: its sha256 does not match the "
+            f"one written in it); {delete}"
+        )
+    return _safe_load(body, f"{what} {source}", delete)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from torch import nn
 from codesign.config import QuantSpec, SparsitySpec, TrainSpec, to_dict
 from codesign.data import Dataset, evaluate, make_forward_loop
 from codesign.errors import ConfigError
+from codesign.io import tensors_digest
 
 
 class Step(Protocol):
@@ -100,6 +102,9 @@ class BuildInfo:
     # The float model a PTQ step quantized (pruned and fine-tuned where the variant says):
     # what QAT distils from, so QAT recovers the quantization error, not the pruning one.
     quantized_from: nn.Module | None = None
+    # step_record of every step applied so far: what a training step's resumable state
+    # depends on (see _state_key).
+    applied_steps: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 Handler = Callable[[nn.Module, Any, BuildContext, BuildInfo], nn.Module]
@@ -137,10 +142,33 @@ def build(ctx: BuildContext, steps: tuple[Any, ...]) -> tuple[nn.Module, BuildIn
         if handler is None:
             raise ConfigError(f"no handler for step {type(step).__name__}")
         model = handler(model, step, ctx, info)
+        info.applied_steps.append(step_record(step))
         if ctx.evaluate_steps:
             info.step_top1[step.kind] = float(evaluate(model, ctx.dataset.test)["top1"])
     model.eval()
     return model, info
+
+
+def _state_key(step: Any, ctx: BuildContext, info: BuildInfo) -> str:
+    """What a training step's resumable state depends on beyond its TrainSpec: the float
+    model's weights, the steps applied before it and this one, the data, the seed and the
+    calibration size. A killed W4A4 QAT re-run as W8A8 into the same folder must start over."""
+    dataset = ctx.dataset
+    data = {
+        "name": dataset.name,
+        "train": [list(dataset.train.images.shape), tensors_digest({"y": dataset.train.labels})],
+        "test": list(dataset.test.images.shape),
+        "validation": dataset.validation_info.digest if dataset.validation_info else None,
+        "subset_seed": dataset.subset_seed,
+    }
+    key = {
+        "steps": [*info.applied_steps, step_record(step)],
+        "float_model": tensors_digest(ctx.float_model.state_dict()),
+        "data": data,
+        "seed": ctx.seed,
+        "calib_samples": ctx.calib_samples,
+    }
+    return json.dumps(key, sort_keys=True)
 
 
 def _calibration(ctx: BuildContext, info: BuildInfo) -> Callable[[nn.Module], None]:
@@ -180,6 +208,7 @@ def _finetune(
         teacher=ctx.float_model,
         timing=timing,
         state_path=state,
+        state_key=_state_key(step, ctx, info) if state is not None else None,
         progress=ctx.progress,
     )
     info.train_seconds += history["train_seconds"]
@@ -215,6 +244,7 @@ def _qat(model: nn.Module, step: QATStep, ctx: BuildContext, info: BuildInfo) ->
         dataclasses.replace(step.train, seed=ctx.seed),
         teacher=info.quantized_from if info.quantized_from is not None else ctx.float_model,
         state_path=state,
+        state_key=_state_key(step, ctx, info) if state is not None else None,
         progress=ctx.progress,
     )
     info.train_seconds += time.perf_counter() - started

@@ -44,6 +44,7 @@ def train_qat(
     *,
     teacher: nn.Module | None = None,
     state_path: str | Path | None = None,
+    state_key: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune a calibrated quantized model in place with learned step sizes."""
@@ -61,6 +62,7 @@ def train_qat(
             parameters=weights,
             extra_param_groups=[{"params": scales, "weight_decay": 0.0}],
             state_path=state_path,
+            state_key=state_key,
             progress=progress,
         )
     finally:

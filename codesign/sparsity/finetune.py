@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,7 @@ def finetune_pruned(
     teacher: nn.Module | None = None,
     timing: CubicTiming | None = None,
     state_path: str | Path | None = None,
+    state_key: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Prune ``model`` in place with ``spec`` and fine-tune it on ``dataset.train``.
@@ -130,6 +132,13 @@ def finetune_pruned(
         if final and schedule.update_due_at(step):
             update_masks_(model, schedule.sparsity_at(step) / final)
 
+    # The masks a resumed run re-computes follow the spec and the timing: a state written
+    # under another schedule belongs to another run, whatever the caller's key says.
+    schedule_key = {
+        "sparsity": spec.to_dict(),
+        "timing": dataclasses.asdict(timing or CubicTiming()),
+        "caller": state_key,
+    }
     result = train(
         model,
         dataset,
@@ -137,6 +146,7 @@ def finetune_pruned(
         teacher=teacher,
         on_step=on_step,
         state_path=state_path,
+        state_key=json.dumps(schedule_key, sort_keys=True),
         progress=progress,
     )
     if final:

@@ -2,7 +2,13 @@
 
 Progress is shown with tqdm. With ``state_path`` the full training state (model, optimizer,
 scheduler, epoch, RNG) is written atomically after every epoch, so a killed run resumes from
-the last finished epoch with the same result as an uninterrupted one.
+the last finished epoch with the same result as an uninterrupted one. The state is keyed by the
+settings that make it (the TrainSpec, the caller's ``state_key``, the model's and optimizer's
+structure) and carries its sha256: a state from other settings is ignored and overwritten, a
+damaged one refused (:func:`codesign.io.read_keyed_state`).
+
+A run whose loss or weights go NaN/Inf stops with :class:`codesign.errors.DivergenceError`
+at the end of that epoch, before its state is written, so nothing diverged is ever resumed.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from tqdm.auto import tqdm
 
 from codesign.config import TrainSpec
 from codesign.data import Dataset, augment, batches
-from codesign.io import atomic_path
+from codesign.errors import CheckpointError, DivergenceError
+from codesign.io import read_keyed_state, settings_key, write_keyed_state
 
 StepHook = Callable[[int], None]
 
@@ -52,6 +59,7 @@ def train(
     teacher: nn.Module | None = None,
     on_step: StepHook | None = None,
     state_path: str | Path | None = None,
+    state_key: str | None = None,
     parameters: list[nn.Parameter] | None = None,
     extra_param_groups: list[dict[str, Any]] | None = None,
     progress: bool = True,
@@ -61,6 +69,10 @@ def train(
 
     ``on_step(step)`` runs before every optimizer step (pruning schedules use it).
     ``extra_param_groups`` lets quantizers train their step sizes at their own learning rate.
+    ``state_key`` describes what the state at ``state_path`` depends on beyond ``spec`` and
+    the model's structure (where the starting weights come from, the data): a state written
+    under another key is not resumed. Raises DivergenceError when the loss or the weights
+    become NaN/Inf, CheckpointError when the state file is damaged.
     """
     torch.manual_seed(spec.seed)
     generator = torch.Generator().manual_seed(spec.seed)
@@ -81,16 +93,13 @@ def train(
         progress_fraction = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1.0 + math.cos(math.pi * progress_fraction))
 
+    key = _state_settings_key(model, spec, optimizer, teacher, state_key)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     start_epoch = 0
-    if state_path is not None and Path(state_path).is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch = int(state["epoch"])
+    if state_path is not None:
+        state = read_keyed_state(state_path, key, "training state")
+        if state is not None:
+            start_epoch = _resume(state, state_path, model, optimizer, scheduler, generator)
     if teacher is not None:
         teacher.eval()
 
@@ -102,6 +111,12 @@ def train(
         if 0 <= spec.freeze_bn_epoch <= epoch:
             set_bn_frozen(model)
         running = torch.zeros(())
+        # Non-finite losses are tracked on the loss's device without a host sync per step:
+        # ``finite`` stays True until the first NaN/Inf loss, ``finite_steps`` counts the steps
+        # before it. They are read once per epoch (where ``running`` is read anyway).
+        finite = torch.ones((), dtype=torch.bool)
+        finite_steps = torch.zeros((), dtype=torch.int64)
+        epoch_first_step = step
         bar = tqdm(
             batches(dataset.train, spec.batch_size, shuffle=True, generator=generator),
             total=steps_per_epoch,
@@ -127,21 +142,27 @@ def train(
             optimizer.step()
             scheduler.step()
             running += loss.detach()
+            finite = finite.to(loss.device) & torch.isfinite(loss.detach())
+            finite_steps = finite_steps.to(loss.device) + finite
             step += 1
+        if not bool(finite):
+            bad = epoch_first_step + int(finite_steps) + 1
+            raise DivergenceError(
+                f"training diverged: the loss became NaN/Inf at epoch {epoch + 1}, step {bad} "
+                f"(of {total_steps}); lower the learning rate (lr={spec.lr:g})"
+            )
+        _check_finite_weights(model, epoch, spec)
         last_loss = float(running) / steps_per_epoch
         if state_path is not None:
-            with atomic_path(state_path) as tmp:
-                torch.save(
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "generator": generator.get_state(),
-                        "torch_rng": torch.get_rng_state(),
-                        "epoch": epoch + 1,
-                    },
-                    tmp,
-                )
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "epoch": epoch + 1,
+            }
+            write_keyed_state(state_path, state, key)
     model.eval()
     return {
         "train_seconds": time.perf_counter() - started,
@@ -149,3 +170,71 @@ def train(
         "steps": step,
         "final_loss": last_loss,
     }
+
+
+def _state_settings_key(
+    model: nn.Module,
+    spec: TrainSpec,
+    optimizer: torch.optim.Optimizer,
+    teacher: nn.Module | None,
+    state_key: str | None,
+) -> str:
+    """The key a resumable state is written under. The model enters by structure (names,
+    dtypes, shapes), not by values: a calibration that is not bit-reproducible on an
+    accelerator would otherwise never resume; the caller's ``state_key`` names where the
+    starting values come from."""
+    groups = [
+        {
+            **{name: value for name, value in group.items() if name != "params"},
+            "params": [list(p.shape) for p in group["params"]],
+        }
+        for group in optimizer.param_groups
+    ]
+    return settings_key(
+        {
+            "format": "codesign-train-state-v1",
+            "train": spec.to_dict(),
+            "state_key": state_key,
+            "model": [[n, str(t.dtype), list(t.shape)] for n, t in model.state_dict().items()],
+            "param_groups": groups,
+            "distilled": teacher is not None,
+        }
+    )
+
+
+def _resume(
+    state: Any,
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+) -> int:
+    """Load a verified state written under this run's key; returns the epoch to start at."""
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        return int(state["epoch"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        # Same key and an intact digest make this a writer's bug, not a user's file; still
+        # say which file and how to get past it.
+        raise CheckpointError(
+            f"training state {path} does not fit this run ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); delete it to start over"
+        ) from None
+
+
+def _check_finite_weights(model: nn.Module, epoch: int, spec: TrainSpec) -> None:
+    """Raise DivergenceError when a floating tensor of ``model`` holds NaN/Inf: the last
+    update of an epoch can overflow the weights after the last (finite) loss was seen."""
+    tensors = [(n, t) for n, t in model.state_dict().items() if t.is_floating_point()]
+    if not tensors or bool(torch.stack([torch.isfinite(t).all() for _, t in tensors]).all()):
+        return
+    name = next(n for n, t in tensors if not bool(torch.isfinite(t).all()))
+    raise DivergenceError(
+        f"training diverged: {name} became NaN/Inf in epoch {epoch + 1}; lower the learning "
+        f"rate (lr={spec.lr:g})"
+    )
