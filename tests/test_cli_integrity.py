@@ -3,7 +3,7 @@ stderr line and leave no model or result behind."""
 
 import pytest
 
-from codesign.cli import DEMO_CHECKPOINT, main
+from codesign.cli import demo_checkpoint, main
 
 
 def run_main(capsys, *args: str) -> tuple[int, list[str]]:
@@ -17,7 +17,7 @@ def test_diverging_qat_exits_2_and_writes_no_model(tmp_path, capsys):
         capsys,
         "qat",
         "--checkpoint",
-        str(DEMO_CHECKPOINT),
+        str(demo_checkpoint()),
         "--weight-bits",
         "8",
         "--act-bits",
@@ -58,7 +58,7 @@ def test_out_of_range_training_values_exit_2(tmp_path, capsys, command, flag, va
         capsys,
         command,
         "--checkpoint",
-        str(DEMO_CHECKPOINT),
+        str(demo_checkpoint()),
         *bits,
         f"{flag}={value}",
         "--quiet",
@@ -72,11 +72,11 @@ def test_out_of_range_training_values_exit_2(tmp_path, capsys, command, flag, va
 
 def test_corrupt_checkpoint_exits_2(tmp_path, capsys):
     checkpoint = tmp_path / "m.pt"
-    data = bytearray(DEMO_CHECKPOINT.read_bytes())
+    data = bytearray(demo_checkpoint().read_bytes())
     data[len(data) // 2] ^= 0x01
     checkpoint.write_bytes(bytes(data))
     (tmp_path / "m.pt.sha256").write_text(
-        (DEMO_CHECKPOINT.parent / "resnet8-digits.pt.sha256").read_text()
+        (demo_checkpoint().parent / "resnet8-digits.pt.sha256").read_text()
     )
     out = tmp_path / "eval"
     code, lines = run_main(capsys, "eval", "--checkpoint", str(checkpoint), "--out", str(out))
