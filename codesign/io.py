@@ -13,6 +13,7 @@ with other settings is ignored, a damaged one refused, and neither is ever half-
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -23,7 +24,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -106,6 +107,22 @@ def check_json_keys(
     unknown = [k for k in data if k not in required and k not in optional]
     if missing or unknown:
         raise ResultError(f"{what}: missing keys {missing}, unknown keys {unknown}")
+
+
+class FlatJson:
+    """``to_json`` / ``from_json`` for a frozen dataclass of plain JSON fields: every field is
+    one key, all of them required (``json_name`` names the record in errors)."""
+
+    json_name: ClassVar[str] = "record"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls, data: Any) -> Any:
+        names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        check_json_keys(data, names, cls.json_name)
+        return cls(**data)
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str:

@@ -14,7 +14,7 @@ import codesign.study.variants as variants
 from codesign.cli import main
 from codesign.config import TrainSpec
 from codesign.recipe import SearchSpec, load_recipe
-from codesign.search import (
+from codesign.study.search import (
     Option,
     SearchResult,
     configuration_variant,

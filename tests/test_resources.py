@@ -93,7 +93,7 @@ def test_unknown_names_list_the_bundled_ones() -> None:
 
 
 def test_run_takes_a_recipe_name(tmp_path: Path, monkeypatch) -> None:
-    import codesign.experiment
+    import codesign.study
 
     seen = {}
 
@@ -101,7 +101,7 @@ def test_run_takes_a_recipe_name(tmp_path: Path, monkeypatch) -> None:
         seen["recipe"] = recipe
         return {}
 
-    monkeypatch.setattr(codesign.experiment, "run_recipe", fake_run_recipe)
+    monkeypatch.setattr(codesign.study, "run_recipe", fake_run_recipe)
     assert main(["run", "digits", "--out", str(tmp_path / "o")]) == 0
     assert seen["recipe"] == load_recipe(ROOT / "recipes" / "digits.toml")
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from codesign.data import Split
-from codesign.experiment import open_study, run_study
 from codesign.recipe import recipe_from_dict
-from codesign.search import SearchResult, run_search
+from codesign.study import open_study, run_study
+from codesign.study.search import SearchResult, run_search
 
 from .conftest import digits_recipe_head
 

@@ -41,6 +41,19 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _study_options(p: argparse.ArgumentParser, force_help: str) -> None:
+    """--out, --data, --force and --quiet of the commands that run a recipe."""
+    p.add_argument(
+        "--out", required=True, type=Path, help="output directory for the report (required)"
+    )
+    p.add_argument(
+        "--data",
+        help="replace the recipe's data source, e.g. imagefolder:DIR (default: the recipe's)",
+    )
+    p.add_argument("--force", action="store_true", help=force_help)
+    p.add_argument("--quiet", action="store_true", help="no progress bars (default: show them)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``codesign`` parser with its nine subcommands, in the order ``--help`` lists them."""
     parser = _Parser(prog="codesign", description=DESCRIPTION, epilog=EPILOG)
@@ -212,19 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         "every datapath simulated; resumes from OUT/variants/.",
     )
     p.add_argument("recipe", help="recipe: a bundled name such as digits, or a recipe .toml")
-    p.add_argument(
-        "--out", required=True, type=Path, help="output directory for the report (required)"
-    )
-    p.add_argument(
-        "--data",
-        help="replace the recipe's data source, e.g. imagefolder:DIR (default: the recipe's)",
-    )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="rebuild variants already finished in OUT (default: reuse them)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bars (default: show them)")
+    _study_options(p, "rebuild variants already finished in OUT (default: reuse them)")
 
     p = command(
         "search",
@@ -236,9 +237,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "recipe",
         help="recipe with a [search] table: a bundled name such as digits, or a recipe .toml",
-    )
-    p.add_argument(
-        "--out", required=True, type=Path, help="output directory for the report (required)"
     )
     goal = p.add_mutually_exclusive_group(required=True)
     goal.add_argument(
@@ -252,16 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="lowest acceptable top-1 (%%): the least energy predicted to keep it",
     )
-    p.add_argument(
-        "--data",
-        help="replace the recipe's data source, e.g. imagefolder:DIR (default: the recipe's)",
-    )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="recompute cached variants and search tables (default: reuse them)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bars (default: show them)")
+    _study_options(p, "recompute cached variants and search tables (default: reuse them)")
 
     p = command(
         "demo",

@@ -24,8 +24,8 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     array, SCNN and a 2:4 tensor core) with the full report."""
     import torch
 
-    from codesign.experiment import run_recipe
     from codesign.recipe import load_recipe
+    from codesign.study import run_recipe
 
     checkpoint = demo_checkpoint()  # before any work or setting: a broken install stops here
     # One thread: on 8x8 digits a second thread costs more in synchronisation than it saves,
@@ -46,17 +46,17 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
-    from codesign.experiment import run_recipe
     from codesign.recipe import load_recipe
+    from codesign.study import run_recipe
 
     recipe = load_recipe(resolve_recipe(args.recipe), data_override=args.data)
     return run_recipe(recipe, args.out, force=args.force, progress=not args.quiet)
 
 
 def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
-    from codesign.experiment import check_out_dir, open_study, run_recipe, run_study
     from codesign.recipe import load_recipe
-    from codesign.search import run_search
+    from codesign.study import check_out_dir, open_study, run_recipe, run_study
+    from codesign.study.search import run_search
 
     recipe = load_recipe(resolve_recipe(args.recipe), data_override=args.data)
     check_out_dir(args.out)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from codesign.data.subsets import SubsetInfo
 from codesign.errors import CodesignError, ResultError
 from codesign.hw.summary import NetworkSummary
-from codesign.io import check_json_keys
+from codesign.io import FlatJson, check_json_keys
 
 # What a pruning step measured on the way (``prune_model_``): N:M permutation gains and
 # SparseGPT's per-layer output errors. Diagnostics passed through to the JSON as they are;
@@ -24,7 +24,7 @@ PRUNING_KEYS = ("permutation", "sparsegpt")
 
 
 @dataclasses.dataclass(frozen=True)
-class LayerSetting:
+class LayerSetting(FlatJson):
     """One Conv2d/Linear layer as built: weight and input widths (bits; 32 for a float
     layer), measured weight sparsity (zeros / weights) and the mask pattern ("dense", "2:4",
     "unstructured")."""
@@ -35,17 +35,11 @@ class LayerSetting:
     sparsity: float
     pattern: str
 
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> LayerSetting:
-        check_json_keys(data, tuple(f.name for f in dataclasses.fields(cls)), "layer setting")
-        return cls(**data)
+    json_name: ClassVar[str] = "layer setting"
 
 
 @dataclasses.dataclass(frozen=True)
-class Timing:
+class Timing(FlatJson):
     """Seconds this machine spent on the variant: training (fine-tuning, QAT), calibration,
     and in all (build, scoring, capture, simulation). Never in ``results.json``."""
 
@@ -53,13 +47,7 @@ class Timing:
     calib_seconds: float
     total_seconds: float
 
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Timing:
-        check_json_keys(data, tuple(f.name for f in dataclasses.fields(cls)), "timing")
-        return cls(**data)
+    json_name: ClassVar[str] = "timing"
 
 
 @dataclasses.dataclass(frozen=True)
