@@ -29,6 +29,7 @@ __all__ = [
     "mcnemar_exact",
     "paired_bootstrap_ci",
     "paired_comparison",
+    "top1_ci95",
     "wilson_interval",
 ]
 
@@ -80,6 +81,13 @@ def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple
     lower = 0.0 if k == 0 else max(0.0, centre - half)
     upper = 1.0 if k == n else min(1.0, centre + half)
     return 100.0 * lower, 100.0 * upper
+
+
+def top1_ci95(top1: float, samples: int) -> list[float]:
+    """``[low, high]`` (%): the 95 % Wilson interval of a top-1 of ``top1`` % on ``samples``
+    images (the form results record beside every top-1)."""
+    correct = round(top1 * samples / 100.0)
+    return list(wilson_interval(correct, samples, 0.95))
 
 
 def mcnemar_exact(b: int, c: int) -> float:

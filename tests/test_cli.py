@@ -126,6 +126,8 @@ def test_eval_and_ptq_on_digits(tmp_path, capsys):
     assert set(result) >= {"fp32_top1", "quant_top1", "calib_seconds", "layers"}
     assert result["fp32_top1"] == top1
     assert abs(result["quant_top1"] - top1) < 1.0
+    low, high = result["quant_top1_ci95"]  # the 95 % interval beside every top-1
+    assert low < result["quant_top1"] < high and high - low < 10.0
     # the quantized checkpoint carries its recipe: evaluating it gives the same accuracy
     assert (
         main(
@@ -158,7 +160,8 @@ def test_eval_shared_resnet20_known_answer(tmp_path):
     )
     assert code == 0
     result = json.loads((tmp_path / "result.json").read_text())
-    assert result == {"top1": pytest.approx(100 * 932 / 1017), "samples": 1017}
+    assert result["top1"] == pytest.approx(100 * 932 / 1017) and result["samples"] == 1017
+    assert result["top1_ci95"] == pytest.approx([89.78, 93.19], abs=0.01)  # Wilson, 932/1017
 
 
 @pytest.mark.slow

@@ -22,7 +22,8 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     model, _, _ = load_model(args.checkpoint, args.model)
     dataset = load_data(args)
     result = evaluate(model, dataset.test)
-    return finish(args.out, {"top1": result["top1"], "samples": result["samples"]})
+    top1 = {"top1": float(result["top1"]), "samples": result["samples"]}
+    return finish(args.out, top1, len(dataset.test))
 
 
 def _build(
@@ -70,7 +71,7 @@ def cmd_ptq(args: argparse.Namespace) -> dict[str, Any]:
         "layers": layer_bits_rows(model),
     }
     _save(args, model, name, {**recipe, "quant": spec.to_dict()})
-    return finish(args.out, result)
+    return finish(args.out, result, len(dataset.test))
 
 
 def cmd_qat(args: argparse.Namespace) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def cmd_qat(args: argparse.Namespace) -> dict[str, Any]:
         "layers": layer_bits_rows(model),
     }
     _save(args, model, name, {**recipe, "quant": spec.to_dict()})
-    return finish(args.out, result)
+    return finish(args.out, result, len(dataset.test))
 
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
@@ -125,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         args.out / "model.pt", model, args.model, {"train": spec.to_dict()}, model_kwargs_for(model)
     )
     (args.out / "train_state.pt").unlink(missing_ok=True)
-    return finish(args.out, result)
+    return finish(args.out, result, len(dataset.test))
 
 
 def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
@@ -181,4 +182,4 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
         result["calib_seconds"] = info.calib_seconds
         new_recipe["quant"] = quant_spec.to_dict()
     _save(args, model, name, new_recipe)
-    return finish(args.out, result)
+    return finish(args.out, result, len(dataset.test))

@@ -16,6 +16,7 @@ from codesign.data.subsets import SubsetInfo
 from codesign.errors import CodesignError, ResultError
 from codesign.hw.summary import NetworkSummary
 from codesign.io import FlatJson, check_json_keys
+from codesign.stats import top1_ci95
 
 # What a pruning step measured on the way (``prune_model_``): N:M permutation gains and
 # SparseGPT's per-layer output errors. Diagnostics passed through to the JSON as they are;
@@ -99,9 +100,11 @@ class VariantResult:
             "variant": self.variant,
             "config": self.config,
             "top1": self.top1,
+            "top1_ci95": top1_ci95(self.top1, self.samples),
             "correct": self.correct,
             "samples": self.samples,
             "val_top1": self.val_top1,
+            "val_top1_ci95": top1_ci95(self.val_top1, self.subsets["validation"].size),
             "subsets": {purpose: info.to_dict() for purpose, info in self.subsets.items()},
             "weight_sparsity": self.weight_sparsity,
             "captured_samples": self.captured_samples,
@@ -143,7 +146,9 @@ class VariantResult:
             "effectual_mac_fraction",
         )
         nested = ("subsets", "layers", "datapaths", "timing")
-        check_json_keys(data, scalars + nested, "variant result", optional=PRUNING_KEYS)
+        # The intervals are derived from the counts, so they are recomputed, not read.
+        derived = ("top1_ci95", "val_top1_ci95")
+        check_json_keys(data, scalars + nested, "variant result", optional=PRUNING_KEYS + derived)
         try:
             return cls(
                 **{k: data[k] for k in scalars},

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from codesign.hw.summary import LayerSummary
 from codesign.io import check_json_keys, write_json_atomic, write_text_atomic
 from codesign.report.pareto import pareto_front
+from codesign.stats import top1_ci95
 
 if TYPE_CHECKING:
     from codesign.pipeline.results import VariantResult
@@ -46,6 +47,7 @@ class Point:
     source: str
     datapath: str
     top1: float
+    top1_ci95: tuple[float, float]
     val_top1: float
     energy_uj_per_inference: float
     energy_by_component_uj_per_inference: Mapping[str, float]
@@ -64,12 +66,14 @@ class Point:
             self.energy_by_component_uj_per_inference
         )
         row["layers"] = [layer.to_json() for layer in self.layers]
+        row["top1_ci95"] = list(self.top1_ci95)
         return row
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Point:
         check_json_keys(data, tuple(f.name for f in dataclasses.fields(cls)), "point")
-        return cls(**{**data, "layers": tuple(LayerSummary.from_json(r) for r in data["layers"])})
+        layers = tuple(LayerSummary.from_json(r) for r in data["layers"])
+        return cls(**{**data, "top1_ci95": tuple(data["top1_ci95"]), "layers": layers})
 
 
 def points_of(variant: VariantResult, source: str = "recipe") -> list[Point]:
@@ -80,6 +84,7 @@ def points_of(variant: VariantResult, source: str = "recipe") -> list[Point]:
             source=source,
             datapath=name,
             top1=variant.top1,
+            top1_ci95=tuple(top1_ci95(variant.top1, variant.samples)),
             val_top1=variant.val_top1,
             energy_uj_per_inference=cost.energy_uj_per_inference,
             energy_by_component_uj_per_inference=cost.energy_by_component_uj_per_inference,
