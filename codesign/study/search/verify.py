@@ -44,7 +44,7 @@ class Goal:
         return f"minimise energy keeping predicted top-1 >= {self.accuracy_floor} %"
 
     def met_by(self, result: VariantResult, datapath: str) -> bool:
-        """Validation top-1 (never test) against the floor, measured energy against the budget."""
+        """Validation top-1 (never test) against the floor, measured energy against --energy-budget-uj."""
         if self.accuracy_floor is not None:
             return result.val_top1 >= self.accuracy_floor
         assert self.energy_budget_uj is not None
