@@ -109,6 +109,22 @@ def check_json_keys(
         raise ResultError(f"{what}: missing keys {missing}, unknown keys {unknown}")
 
 
+# Spreadsheets run a cell that starts with one of these as a formula (CSV injection, OWASP).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: Any) -> Any:
+    """``value`` for a CSV cell: text that a spreadsheet would run as a formula gets a leading
+    apostrophe (shown, never run); numbers pass unchanged.
+
+    >>> csv_safe("=1+2"), csv_safe("-3"), csv_safe(-3.0), csv_safe("conv1")
+    ("'=1+2", "'-3", -3.0, 'conv1')
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 class FlatJson:
     """``to_json`` / ``from_json`` for a frozen dataclass of plain JSON fields: every field is
     one key, all of them required (``json_name`` names the record in errors)."""

@@ -18,7 +18,7 @@ from codesign.hw.records import LayerCost, LayerRecord
 from codesign.hw.scnn import simulate_dcnn, simulate_scnn
 from codesign.hw.sparse_tc import simulate_tensor_core
 from codesign.hw.systolic import simulate_systolic
-from codesign.io import write_text_atomic
+from codesign.io import csv_safe, write_text_atomic
 
 SIMULATORS: dict[str, Callable[[LayerRecord, ArchSpec, EnergyTable], LayerCost]] = {
     "systolic": simulate_systolic,
@@ -94,7 +94,7 @@ def write_layers_csv(costs: Sequence[LayerCost], path: str | os.PathLike[str]) -
     for cost, row in zip(costs, network.layer_rows(), strict=True):
         by_component = row["energy_by_component_uj_per_inference"]
         writer.writerow(
-            [cost.simulator if c == "simulator" else row[c] for c in CSV_COLUMNS]
+            [csv_safe(cost.simulator if c == "simulator" else row[c]) for c in CSV_COLUMNS]
             + [by_component.get(c, 0.0) for c in components]
         )
     write_text_atomic(path, buffer.getvalue())

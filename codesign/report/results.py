@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from codesign.hw.summary import LayerSummary
-from codesign.io import check_json_keys, write_json_atomic, write_text_atomic
+from codesign.io import check_json_keys, csv_safe, write_json_atomic, write_text_atomic
 from codesign.report.pareto import pareto_front
 from codesign.stats import top1_ci95
 
@@ -177,7 +177,7 @@ def results_csv(points: Sequence[Point]) -> str:
     writer.writerow([*POINT_COLUMNS, *(f"energy_{c}_uj_per_inference" for c in components)])
     for point in points:
         writer.writerow(
-            [getattr(point, c) for c in POINT_COLUMNS]
+            [csv_safe(getattr(point, c)) for c in POINT_COLUMNS]
             + [point.energy_by_component_uj_per_inference.get(c, 0.0) for c in components]
         )
     return buffer.getvalue()

@@ -165,3 +165,12 @@ def test_render_report_escapes_names() -> None:
     evil = [_variant("<script>x</script>", 90.0, {"a": 1.0})]
     text = render_report(build_results(RECIPE, evil), RECIPE, [])
     assert "<script>x</script>" not in text
+
+
+def test_csv_cells_that_would_run_as_formulas_are_neutralised() -> None:
+    from codesign.report.results import points_of
+
+    formula = '=HYPERLINK("http://x","y")'
+    points = points_of(_variant(formula, 90.0, {"a": 1.0}))
+    row = next(csv.reader(io.StringIO(results_csv(points).splitlines()[1])))
+    assert row[0] == "'" + formula  # shown as text, never run by a spreadsheet
