@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -235,3 +236,28 @@ def test_simulate_writes_result_and_csv(tmp_path):
     assert first["name"] == "conv1" and first["macs"] == 16 * 1 * 8 * 8 * 9
     assert result["total"]["cycles"] == pytest.approx(sum(r["cycles"] for r in result["layers"]))
     assert (out / "layers.csv").read_text().count("\n") == len(result["layers"]) + 1
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["eval"],
+        ["ptq", "--weight-bits", "8", "--act-bits", "8"],
+        ["qat", "--weight-bits", "4", "--act-bits", "4"],
+        ["prune", "--sparsity", "2:4"],
+        ["simulate", "--arch", "scnn"],
+    ],
+)
+@pytest.mark.parametrize("out", ["file", "/dev/null"])
+def test_bad_out_is_refused_before_any_work(tmp_path, capsys, command, out) -> None:
+    from codesign.cli import demo_checkpoint
+
+    target = tmp_path / "taken.txt" if out == "file" else Path(out)
+    if out == "file":
+        target.write_text("not a directory")
+    args = [*command, "--checkpoint", str(demo_checkpoint()), "--out", str(target)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a directory" in err[0]
+    if out == "file":
+        assert target.read_text() == "not a directory"

@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run one ``codesign`` command; the exit status: 0, 2 on a user error, 130 on Ctrl-C."""
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "out", None) is not None:
+            from codesign.study import check_out_dir
+
+            check_out_dir(args.out)  # before any work: a bad --out never costs a run
         COMMANDS[args.command](args)
     except CodesignError as exc:
         sys.stderr.write(f"codesign: error: {exc}\n")

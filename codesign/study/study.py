@@ -170,6 +170,18 @@ def open_study(recipe: Recipe, out: str | Path, progress: bool = True) -> Study:
 
 
 def check_out_dir(out: Path) -> None:
-    """``out`` may be missing or a directory; anything else is a ConfigError."""
+    """``out`` must be a directory this process can write (created if missing): checked
+    before any work, so a bad ``--out`` never costs a run. Raises ConfigError."""
+    import tempfile
+
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory: give a directory path")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"--out {out} is not writable ({exc.strerror or exc}): give a directory you can "
+            "write to"
+        ) from None
