@@ -170,15 +170,18 @@ def open_study(recipe: Recipe, out: str | Path, progress: bool = True) -> Study:
 
 
 def check_out_dir(out: Path) -> None:
-    """``out`` must be a directory this process can write (created if missing): checked
-    before any work, so a bad ``--out`` never costs a run. Raises ConfigError."""
+    """``out`` must be a directory this process can write, or a path that can become one:
+    checked before any work (nothing is created here), so a bad ``--out`` never costs a run.
+    Raises ConfigError."""
     import tempfile
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory: give a directory path")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-"):
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--out {out}: {existing} is not a directory: give a directory path")
+    try:  # permissions alone do not tell (root, read-only mounts, full disks)
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".codesign-write-check-"):
             pass
     except OSError as exc:
         raise ConfigError(
