@@ -263,9 +263,18 @@ def load_recipe(path: str | Path, data_override: str | None = None) -> Recipe:
     return recipe
 
 
+# File systems cap a name at 255 bytes; the cache key after the slug keeps names unique.
+SLUG_MAX_CHARS = 64
+
+
 def slug(text: str) -> str:
-    """A file-name-safe form of a variant name ("2:4 + int8" -> "2-4-int8")."""
-    return re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-") or "variant"
+    """A file-name-safe form of a variant name, at most ``SLUG_MAX_CHARS`` long.
+
+    >>> slug("2:4 + int8"), len(slug("x" * 300))
+    ('2-4-int8', 64)
+    """
+    safe = re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-.")[:SLUG_MAX_CHARS].strip("-.")
+    return safe or "variant"
 
 
 def digest(obj: Any) -> str:
