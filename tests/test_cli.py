@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from codesign.cli import main
 
@@ -163,6 +164,9 @@ def test_eval_shared_resnet20_known_answer(tmp_path):
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["top1"] == pytest.approx(100 * 932 / 1017) and result["samples"] == 1017
     assert result["top1_ci95"] == pytest.approx([89.78, 93.19], abs=0.01)  # Wilson, 932/1017
+    runtime = result["runtime"]  # where it was measured, so a moved figure can be traced
+    assert runtime["torch"] == torch.__version__ and runtime["threads"] == torch.get_num_threads()
+    assert runtime["cpu_capability"] and runtime["seed"] == 0
 
 
 @pytest.mark.slow

@@ -29,10 +29,14 @@ def subsets(dataset: Any, info: Any = None) -> dict[str, Any]:
     return {"validation": dataset.validation_info.to_dict(), **(info.subsets if info else {})}
 
 
-def finish(out: Path, result: dict[str, Any], test_samples: int | None = None) -> dict[str, Any]:
+def finish(
+    out: Path, result: dict[str, Any], test_samples: int | None = None, seed: int | None = None
+) -> dict[str, Any]:
     """Write ``OUT/result.json`` and print it. With ``test_samples``, every ``*top1`` figure
-    (a test top-1 in %) gets its 95 % Wilson interval beside it as ``*top1_ci95``."""
+    (a test top-1 in %) gets its 95 % Wilson interval beside it as ``*top1_ci95``; ``runtime``
+    records where it was measured (:func:`codesign.provenance.runtime_record`)."""
     from codesign.io import write_json_atomic
+    from codesign.provenance import runtime_record
     from codesign.stats import top1_ci95
 
     if test_samples is not None:
@@ -42,6 +46,7 @@ def finish(out: Path, result: dict[str, Any], test_samples: int | None = None) -
             if key.endswith("top1") and isinstance(value, float):
                 with_intervals[f"{key}_ci95"] = top1_ci95(value, test_samples)
         result = with_intervals
+    result = {**result, "runtime": runtime_record(seed)}
 
     write_json_atomic(out / "result.json", result)
     print(json.dumps(result, indent=2))

@@ -36,4 +36,4 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
         "capture": captured.to_dict(),
     }
     write_layers_csv(costs, args.out / "layers.csv")
-    return finish(args.out, result)
+    return finish(args.out, result, seed=args.seed)

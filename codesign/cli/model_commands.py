@@ -23,7 +23,7 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     dataset = load_data(args)
     result = evaluate(model, dataset.test)
     top1 = {"top1": float(result["top1"]), "samples": result["samples"]}
-    return finish(args.out, top1, len(dataset.test))
+    return finish(args.out, top1, len(dataset.test), args.seed)
 
 
 def _build(
@@ -71,7 +71,7 @@ def cmd_ptq(args: argparse.Namespace) -> dict[str, Any]:
         "layers": layer_bits_rows(model),
     }
     _save(args, model, name, {**recipe, "quant": spec.to_dict()})
-    return finish(args.out, result, len(dataset.test))
+    return finish(args.out, result, len(dataset.test), args.seed)
 
 
 def cmd_qat(args: argparse.Namespace) -> dict[str, Any]:
@@ -95,7 +95,7 @@ def cmd_qat(args: argparse.Namespace) -> dict[str, Any]:
         "layers": layer_bits_rows(model),
     }
     _save(args, model, name, {**recipe, "quant": spec.to_dict()})
-    return finish(args.out, result, len(dataset.test))
+    return finish(args.out, result, len(dataset.test), args.seed)
 
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
@@ -126,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         args.out / "model.pt", model, args.model, {"train": spec.to_dict()}, model_kwargs_for(model)
     )
     (args.out / "train_state.pt").unlink(missing_ok=True)
-    return finish(args.out, result, len(dataset.test))
+    return finish(args.out, result, len(dataset.test), args.seed)
 
 
 def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
@@ -182,4 +182,4 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
         result["calib_seconds"] = info.calib_seconds
         new_recipe["quant"] = quant_spec.to_dict()
     _save(args, model, name, new_recipe)
-    return finish(args.out, result, len(dataset.test))
+    return finish(args.out, result, len(dataset.test), args.seed)
