@@ -55,11 +55,10 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.recipe import load_recipe
-    from codesign.study import check_out_dir, open_study, run_recipe, run_study
+    from codesign.study import open_study, run_recipe, run_study
     from codesign.study.search import run_search
 
     recipe = load_recipe(resolve_recipe(args.recipe), data_override=args.data)
-    check_out_dir(args.out)
     study = open_study(recipe, args.out, progress=not args.quiet)
     scored = run_study(study, force=args.force)
     search = run_search(
@@ -69,4 +68,6 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
         accuracy_floor=args.accuracy_floor,
         force=args.force,
     )
-    return run_recipe(recipe, args.out, progress=not args.quiet, search=search, study=study)
+    return run_recipe(
+        recipe, args.out, progress=not args.quiet, search=search, study=study, scored=scored
+    )

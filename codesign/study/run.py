@@ -42,19 +42,21 @@ def run_recipe(
     progress: bool = True,
     search: SearchResult | None = None,
     study: Study | None = None,
+    scored: list[VariantResult] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) every variant of ``recipe`` into ``out`` and write the report files.
 
     Returns the ``results.json`` object. ``search`` (from
     :func:`codesign.study.search.run_search`) adds the co-design search's verified
-    configurations to the same report.
+    configurations to the same report; ``study`` and ``scored`` (its :func:`run_study`
+    results) skip opening the study and re-reading its variants when the caller has them.
     """
     from codesign.report import build_results, summary_table, write_report
 
     out = Path(out)
     check_out_dir(out)
     study = study or open_study(recipe, out, progress)
-    scored = run_study(study, force=force)
+    scored = scored if scored is not None else run_study(study, force=force)
     resolved = recipe.to_dict()
     results = build_results(resolved, scored, search)
     timings = {v.variant: v.timing for v in scored}
