@@ -245,10 +245,10 @@ def wait_lock(path: str | os.PathLike[str], what: str, message: str) -> Lock:
 def hold_directory(out: Path, command: str) -> Iterator[Lock]:
     """Hold ``OUT/.codesign.lock`` for a command's duration (released in ``finally``).
 
-    Raises :class:`LockHeldError` naming the holder when a live process has it. A directory
-    created only to hold the lock is removed again if the command left it empty.
+    Raises :class:`LockHeldError` naming the holder when a live process has it. Directories
+    created only to hold the lock are removed again if the command left them empty.
     """
-    created = not out.exists()
+    created = [d for d in (out, *out.absolute().parents) if not d.exists()]
     got = try_lock(out / LOCK_NAME, command)
     if isinstance(got, LockInfo):
         raise LockHeldError(
@@ -259,6 +259,8 @@ def hold_directory(out: Path, command: str) -> Iterator[Lock]:
         yield got
     finally:
         got.release()
-        if created:
-            with contextlib.suppress(OSError):
-                out.rmdir()  # only succeeds when empty
+        for directory in created:  # innermost first; rmdir only succeeds when empty
+            try:
+                directory.rmdir()
+            except OSError:
+                break

@@ -141,7 +141,7 @@ def test_the_heartbeat_refreshes_the_lock(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_hold_directory_names_the_holder_and_cleans_up(tmp_path: Path) -> None:
-    out = tmp_path / "new"
+    out = tmp_path / "new" / "deeper"
     with hold_directory(out, "ptq") as lock:
         assert (out / locks.LOCK_NAME).is_file()
         with pytest.raises(LockHeldError) as refused, hold_directory(out, "qat"):
@@ -151,7 +151,7 @@ def test_hold_directory_names_the_holder_and_cleans_up(tmp_path: Path) -> None:
             f"{out} is in use by pid {info.pid} on host {info.host} since {info.started} "
             "(ptq); wait for it or choose another --out"
         )
-    assert not out.exists()  # created only for the lock, left empty: removed
+    assert not (tmp_path / "new").exists()  # created only for the lock, left empty: removed
 
 
 def test_a_single_command_refuses_a_directory_in_use(
