@@ -190,9 +190,10 @@ def _take_over(path: Path, seen: LockInfo | None) -> None:
         return
     try:
         current = read_lock(path)
-        same = (
-            current == seen if seen is None else current is not None and current.token == seen.token
-        )
+        if seen is None:  # still an unwritten file, and still an old one (not a new holder's)
+            same = current is None and is_stale(None, path)
+        else:
+            same = current is not None and current.token == seen.token
         if same:
             path.unlink(missing_ok=True)
     finally:
@@ -228,8 +229,8 @@ def _unwritten(what: str) -> LockInfo:
 
 
 def wait_lock(path: str | os.PathLike[str], what: str, message: str) -> Lock:
-    """Block until the lock at ``path`` is held; ``message`` (formatted with ``holder``) goes
-    to stderr once per holder it waits for."""
+    """Block until the lock at ``path`` is held; ``message``, its ``{holder}`` replaced by
+    the holder's description, goes to stderr once per holder it waits for."""
     announced: set[str] = set()
     while True:
         got = try_lock(path, what)
@@ -237,7 +238,7 @@ def wait_lock(path: str | os.PathLike[str], what: str, message: str) -> Lock:
             return got
         if got.token not in announced:
             announced.add(got.token)
-            sys.stderr.write(message.format(holder=got.describe()) + "\n")
+            sys.stderr.write(message.replace("{holder}", got.describe()) + "\n")
         time.sleep(POLL_S)
 
 

@@ -100,7 +100,7 @@ def write_manifest(study: Study) -> Manifest:
     they are. Held under a lock: processes starting together all write it."""
     manifest = manifest_of(study)
     path = study.out / MANIFEST_FILE
-    message = f"codesign: {path} is being written by {{holder}}; waiting for it"
+    message = f"codesign: {path} is being written by " + "{holder}; waiting for it"
     with wait_lock(path.with_name(MANIFEST_FILE + ".lock"), "study manifest", message):
         try:
             unchanged = read_json_verified(path) == manifest.to_json()

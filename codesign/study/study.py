@@ -104,7 +104,7 @@ def _train_baseline(recipe: Recipe, dataset: Dataset, out: Path, progress: bool)
     if path.is_file():
         return path
     # Processes starting together on one OUT: one trains, the others wait and load its model.
-    message = f"codesign: the baseline {path} is being trained by {{holder}}; waiting for it"
+    message = f"codesign: the baseline {path} is being trained by " + "{holder}; waiting for it"
     with wait_lock(out / "baseline.lock", "baseline training", message):
         if not path.is_file():
             _train_baseline_locked(recipe, dataset, path, progress)
