@@ -47,3 +47,7 @@ class ResultError(CodesignError, ValueError):
 
 class DivergenceError(CodesignError, ArithmeticError):
     """Training went non-finite (loss or weights NaN/Inf); a lower learning rate is the fix."""
+
+
+class LockHeldError(CodesignError, RuntimeError):
+    """Another live process holds the lock of an output directory (see ``codesign.locks``)."""

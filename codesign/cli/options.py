@@ -40,6 +40,15 @@ def positive_int(text: str) -> int:
     return value
 
 
+def name_list(text: str) -> list[str]:
+    """An argparse type: a comma list of names, none empty, in the order given (repeats
+    dropped)."""
+    names = [name.strip() for name in text.split(",")]
+    if not text.strip() or any(not name for name in names):
+        raise argparse.ArgumentTypeError(f"expected a comma list of names, got {text!r}")
+    return list(dict.fromkeys(names))
+
+
 def add_common(parser: argparse.ArgumentParser, checkpoint: bool = True) -> None:
     """Model, data, output and seed options of the single-step commands."""
     parser.add_argument(

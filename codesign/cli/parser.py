@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from codesign.cli.options import add_common, add_quant_args, positive_int
+from codesign.cli.options import add_common, add_quant_args, name_list, positive_int
 from codesign.config import DEFAULT_QAT, PRUNE_METHODS
 
 DESCRIPTION = (
@@ -18,7 +18,8 @@ DESCRIPTION = (
     "accelerator datapaths (systolic arrays, PE arrays, SCNN, 2:4 tensor cores), to weigh "
     "accuracy against energy per inference. Start with `codesign demo --out runs/demo`; "
     "`codesign run RECIPE` runs a whole study, `codesign search RECIPE` the hardware-aware "
-    "per-layer co-design search; eval, ptq, qat, prune, simulate and train are the single steps."
+    "per-layer co-design search, `codesign report DIR` the report of variants built apart; "
+    "eval, ptq, qat, prune, simulate and train are the single steps."
 )
 EPILOG = "Each command's options: codesign COMMAND --help. Manual: docs/cli.md."
 
@@ -55,7 +56,7 @@ def _study_options(p: argparse.ArgumentParser, force_help: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``codesign`` parser with its nine subcommands, in the order ``--help`` lists them."""
+    """The ``codesign`` parser with its ten subcommands, in the order ``--help`` lists them."""
     parser = _Parser(prog="codesign", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument(
         "--version",
@@ -226,6 +227,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("recipe", help="recipe: a bundled name such as digits, or a recipe .toml")
     _study_options(p, "rebuild variants already finished in OUT (default: reuse them)")
+    p.add_argument(
+        "--variants",
+        type=name_list,
+        help="comma list of the recipe's variant names: build only those, and write the "
+        "report only if they are all of them (default: every variant and the report)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help="worker processes building variants at once, each with this process's torch "
+        "threads (default: %(default)s)",
+    )
+
+    p = command(
+        "report",
+        "write the report of a study from its cached variants",
+        "reads DIR/study.json and the variants that `codesign run` built into DIR (in any "
+        "number of processes) and writes results.json and the other report files; builds "
+        "nothing, and names the variants still missing.",
+    )
+    p.add_argument("dir", type=Path, help="the --out directory of `codesign run` (required)")
 
     p = command(
         "search",

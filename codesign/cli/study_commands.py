@@ -1,4 +1,5 @@
-"""Commands over a whole recipe: ``run``, ``search`` and ``demo`` (the bundled digits one)."""
+"""Commands over a whole recipe: ``run``, ``report``, ``search`` and ``demo`` (the bundled
+digits one)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,20 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.study import run_recipe
 
     recipe = load_recipe(resolve_recipe(args.recipe), data_override=args.data)
-    return run_recipe(recipe, args.out, force=args.force, progress=not args.quiet)
+    return run_recipe(
+        recipe,
+        args.out,
+        force=args.force,
+        progress=not args.quiet,
+        variants=args.variants,
+        jobs=args.jobs,
+    )
+
+
+def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+    from codesign.study import report_study
+
+    return report_study(args.dir)
 
 
 def cmd_search(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,37 +1,62 @@
-"""``codesign run``: every variant of a recipe, then the report files.
+"""``codesign run``: every variant of a recipe (or the ones named), then the report files;
+``codesign report``: the report files from the variants already cached.
 
 Each variant is independent (see :mod:`codesign.study.variants`): a killed run loses at most
-the variant in flight, and a resumed run's ``results.json`` equals an uninterrupted one's.
+the variant in flight, and a resumed run's ``results.json`` equals an uninterrupted one's. The
+variants may be built by many processes at once (:mod:`codesign.study.fanout`); the report is
+written once all of them are in the cache, by any later run or by :func:`report_study`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
-
-from codesign.errors import CodesignError
+from codesign.errors import ConfigError, ResultError
 from codesign.pipeline.results import VariantResult
 from codesign.recipe import Recipe
+from codesign.study.fanout import build_variants, select_variants
+from codesign.study.manifest import read_manifest, write_manifest
 from codesign.study.study import Study, check_out_dir, open_study
-from codesign.study.variants import run_variant
+from codesign.study.variants import VARIANT_FILE, read_cached
 
 if TYPE_CHECKING:
     from codesign.study.search.results import SearchResult
 
 
-def run_study(study: Study, force: bool = False) -> list[VariantResult]:
-    """Every variant of the recipe, in recipe order; returns their results."""
-    results = []
-    bar = tqdm(study.recipe.variants, desc="variants", unit="variant", disable=not study.progress)
-    for variant in bar:
-        bar.set_postfix_str(variant.name)
-        try:
-            results.append(run_variant(study, variant, force=force))
-        except CodesignError as exc:
-            raise type(exc)(f"variant {variant.name!r}: {exc}") from None
-    return results
+def run_study(
+    study: Study,
+    force: bool = False,
+    *,
+    variants: Sequence[str] | None = None,
+    jobs: int = 1,
+) -> list[VariantResult]:
+    """The recipe's variants (those named in ``variants``; all for None), in recipe order,
+    built in ``jobs`` processes alongside any other process working on the same OUT; returns
+    their results. Writes ``OUT/study.json`` first (see :mod:`codesign.study.manifest`)."""
+    selected = select_variants(study.recipe, variants)
+    write_manifest(study)
+    return build_variants(study, selected, force=force, jobs=jobs)
+
+
+def write_study_report(
+    out: Path,
+    resolved: Mapping[str, Any],
+    scored: Sequence[VariantResult],
+    search: SearchResult | None = None,
+) -> dict[str, Any]:
+    """Write every report file of a study into ``out`` from its resolved recipe (JSON form)
+    and its scored variants, print the summary table; returns the ``results.json`` object."""
+    from codesign.report import build_results, summary_table, write_report
+
+    results = build_results(resolved, scored, search)
+    timings = {v.variant: v.timing for v in scored}
+    figures_from = list(scored) + ([v.result for v in search.verified] if search else [])
+    write_report(out, results, resolved, figures_from, timings)
+    print(summary_table(results))
+    print(f"report: {out / 'report.html'}")
+    return results.to_json()
 
 
 def run_recipe(
@@ -43,25 +68,62 @@ def run_recipe(
     search: SearchResult | None = None,
     study: Study | None = None,
     scored: list[VariantResult] | None = None,
+    variants: Sequence[str] | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Run (or resume) every variant of ``recipe`` into ``out`` and write the report files.
+    """Run (or resume) the variants of ``recipe`` into ``out`` and write the report files.
 
     Returns the ``results.json`` object. ``search`` (from
     :func:`codesign.study.search.run_search`) adds the co-design search's verified
     configurations to the same report; ``study`` and ``scored`` (its :func:`run_study`
     results) skip opening the study and re-reading its variants when the caller has them.
+    ``variants`` names some of the recipe's variants: only those are built, and unless they
+    are all of them no report is written (a report of part of a study would rank part of
+    it); the return value is then ``{"built": [names], "report": None}``. ``jobs`` worker
+    processes build them.
     """
-    from codesign.report import build_results, summary_table, write_report
-
     out = Path(out)
     check_out_dir(out)
+    selected = select_variants(recipe, variants)  # an unknown name stops here, before work
     study = study or open_study(recipe, out, progress)
-    scored = scored if scored is not None else run_study(study, force=force)
-    resolved = recipe.to_dict()
-    results = build_results(resolved, scored, search)
-    timings = {v.variant: v.timing for v in scored}
-    figures_from = scored + ([v.result for v in search.verified] if search else [])
-    write_report(out, results, resolved, figures_from, timings)
-    print(summary_table(results))
-    print(f"report: {out / 'report.html'}")
-    return results.to_json()
+    if scored is None:
+        scored = run_study(study, force=force, variants=variants, jobs=jobs)
+    if len(selected) < len(recipe.variants):
+        print(
+            f"built {len(selected)} of the {len(recipe.variants)} variants into "
+            f"{out / 'variants'}; once every variant is built, `codesign report {out}` "
+            "writes the report"
+        )
+        return {"built": [v.variant for v in scored], "report": None}
+    return write_study_report(out, recipe.to_dict(), scored, search)
+
+
+def report_study(out: str | Path) -> dict[str, Any]:
+    """Write the report files of the study in ``out`` from its cached variants (built by
+    ``codesign run``, possibly in many processes), building nothing; returns the
+    ``results.json`` object. A ConfigError names the variants not (validly) cached yet."""
+    out = Path(out)
+    if not out.is_dir():
+        raise ConfigError(f"{out} is not a directory: give the --out of a `codesign run`")
+    manifest = read_manifest(out)
+    configs = {v["name"]: v for v in manifest.resolved["variants"]}
+    scored, missing = [], []
+    for entry in manifest.variants:
+        try:
+            result = read_cached(out / "variants" / entry.directory / VARIANT_FILE, entry.key)
+        except ResultError:
+            missing.append(entry.name)
+            continue
+        if result.variant != entry.name or result.config != configs[entry.name]:
+            # The same steps cached under another spelling: `codesign run` renames it.
+            missing.append(entry.name)
+            continue
+        scored.append(result)
+    if missing:
+        raise ConfigError(
+            f"{out}: variant{'s' if len(missing) > 1 else ''} not built yet: "
+            f"{', '.join(missing)}; build {'them' if len(missing) > 1 else 'it'} with "
+            f"`codesign run RECIPE --out {out} --variants {','.join(missing)}` (RECIPE: the "
+            f"recipe named {manifest.recipe!r})"
+        )
+    return write_study_report(out, manifest.resolved, scored)

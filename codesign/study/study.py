@@ -20,9 +20,11 @@ from codesign.hw.arch import ArchSpec
 from codesign.hw.energy import EnergyTable
 from codesign.hw.records import LayerRecord
 from codesign.io import sha256_of, write_json_atomic
+from codesign.locks import wait_lock
 from codesign.pipeline import load_model, model_kwargs_for, save_model
 from codesign.recipe import Recipe, digest, resolve_checkpoint, resolve_named_file
 from codesign.study.keys import data_digest, study_key_material
+from codesign.study.manifest import check_recipe_fits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,13 +100,23 @@ def load_datapaths(names: Sequence[str], energy_name: str) -> tuple[Datapath, ..
 
 def _train_baseline(recipe: Recipe, dataset: Dataset, out: Path, progress: bool) -> Path:
     """Train the recipe's float model from scratch once (cached as OUT/baseline/model.pt)."""
+    path = out / "baseline" / "model.pt"
+    if path.is_file():
+        return path
+    # Processes starting together on one OUT: one trains, the others wait and load its model.
+    message = f"codesign: the baseline {path} is being trained by " + "{holder}; waiting for it"
+    with wait_lock(out / "baseline.lock", "baseline training", message):
+        if not path.is_file():
+            _train_baseline_locked(recipe, dataset, path, progress)
+    return path
+
+
+def _train_baseline_locked(recipe: Recipe, dataset: Dataset, path: Path, progress: bool) -> None:
+    """Train and save the baseline at ``path``, its lock held."""
     from codesign.models import create_model
     from codesign.train import train
 
     assert recipe.train is not None and recipe.model.name is not None
-    path = out / "baseline" / "model.pt"
-    if path.is_file():
-        return path
     torch.manual_seed(recipe.seed)
     kwargs = {"num_classes": dataset.num_classes, "in_channels": dataset.in_channels}
     model = create_model(recipe.model.name, **kwargs)
@@ -116,7 +128,6 @@ def _train_baseline(recipe: Recipe, dataset: Dataset, out: Path, progress: bool)
     save_model(path, model, recipe.model.name, {"train": spec.to_dict()}, model_kwargs_for(model))
     write_json_atomic(path.parent / "train.json", {"train_seconds": history["train_seconds"]})
     (path.parent / "train_state.pt").unlink(missing_ok=True)
-    return path
 
 
 def _load_data(recipe: Recipe) -> Dataset:
@@ -140,8 +151,10 @@ def _load_data(recipe: Recipe) -> Dataset:
 
 def open_study(recipe: Recipe, out: str | Path, progress: bool = True) -> Study:
     """Load the data, the float model (training it first if the recipe says so) and the
-    datapaths; every input error surfaces here, before any variant runs."""
+    datapaths; every input error surfaces here, before any variant runs, and so does an
+    ``out`` that holds the study of another recipe."""
     out = Path(out)
+    check_recipe_fits(out, recipe)
     datapaths = load_datapaths(recipe.hardware.archs, recipe.hardware.energy)
     dataset = _load_data(recipe)
     if recipe.model.checkpoint is not None:

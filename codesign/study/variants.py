@@ -6,12 +6,20 @@ A finished variant is written atomically to ``OUT/variants/<name>-<key>/variant.
 of :mod:`codesign.study.keys`. A cached file is used only when its digest, its stored key and
 its parse into a :class:`VariantResult` all check out; anything else is rebuilt with a
 one-line warning. Timings live in these files, never in ``results.json``.
+
+Many processes (on one machine or many sharing the file system) may work on one OUT: a
+variant is built only under its lock ``OUT/variants/<name>-<key>.lock`` (see
+:mod:`codesign.locks`), so exactly one of them builds it and the others reuse its result.
+Each build appends its host, pid, start and duration to ``builds.json`` in the variant's
+directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -25,7 +33,8 @@ from codesign.data.subsets import SubsetInfo
 from codesign.errors import ResultError
 from codesign.hw import capture
 from codesign.hw.records import LayerRecord
-from codesign.io import read_json_verified, write_json_verified
+from codesign.io import read_json_verified, write_json_atomic, write_json_verified
+from codesign.locks import POLL_S, LockInfo, try_lock, utc_now_iso
 from codesign.pipeline import (
     BuildContext,
     BuildInfo,
@@ -41,6 +50,7 @@ from codesign.study.keys import variant_key
 from codesign.study.study import Study
 
 VARIANT_FILE = "variant.json"
+BUILDS_FILE = "builds.json"  # who built the variant, when and how long (machine-dependent)
 CAPTURE_BATCH = 64  # images per forward pass of the capture; part of SCORING_VERSION
 
 
@@ -148,8 +158,85 @@ def write_result(path: Path, result: VariantResult) -> VariantResult:
     return VariantResult.from_json(write_json_verified(path, result.to_json()))
 
 
+def variant_lock_path(directory: Path) -> Path:
+    """The lock of the variant stored in ``directory``: ``<directory>.lock`` beside it, so a
+    build that fails leaves no directory behind."""
+    return directory.with_name(directory.name + ".lock")
+
+
+def reuse_cached(study: Study, variant: VariantSpec) -> VariantResult | None:
+    """The variant's verified cached result when it is stored under its current name and
+    config; None otherwise (missing, not verifying, or to be renamed: those need the lock).
+    Reads only: safe while other processes build."""
+    directory, key = variant_dir(study, variant)
+    try:
+        cached = read_cached(directory / VARIANT_FILE, key)
+    except ResultError:
+        return None
+    config = json.loads(json.dumps(variant.to_dict()))  # tuples as JSON lists
+    return cached if cached.variant == variant.name and cached.config == config else None
+
+
+def attempt_variant(
+    study: Study, variant: VariantSpec, force: bool = False
+) -> VariantResult | LockInfo:
+    """One try at a variant without waiting: its cached result, or its result built under its
+    lock, or the :class:`LockInfo` of the live process that holds the lock now."""
+    if not force:
+        cached = reuse_cached(study, variant)
+        if cached is not None:
+            return cached
+    directory, _ = variant_dir(study, variant)
+    got = try_lock(variant_lock_path(directory), f"variant {variant.name}")
+    if isinstance(got, LockInfo):
+        return got
+    with got:
+        return _build_or_reuse(study, variant, force)
+
+
 def run_variant(study: Study, variant: VariantSpec, force: bool = False) -> VariantResult:
-    """Build, score and simulate one variant, or reuse its verified result from OUT."""
+    """Build, score and simulate one variant, or reuse its verified result from OUT; waits
+    (with a message) while another process builds it."""
+    announced: set[str] = set()
+    while True:
+        outcome = attempt_variant(study, variant, force)
+        if isinstance(outcome, VariantResult):
+            return outcome
+        if outcome.token not in announced:
+            announced.add(outcome.token)
+            print(waiting_message(variant.name, outcome), file=sys.stderr)
+        time.sleep(POLL_S)
+
+
+def waiting_message(name: str, holder: LockInfo) -> str:
+    """The one line a process prints when it waits for a variant another process builds."""
+    return (
+        f"codesign: variant {name!r} is being built by {holder.describe()}; waiting for it "
+        "(taken over if that process dies)"
+    )
+
+
+def _record_build(directory: Path, started_utc: str, seconds: float) -> None:
+    """Append this build to ``builds.json`` (who built the variant, when, how long): kept out
+    of ``variant.json`` and ``results.json``, whose bytes must not depend on the machine."""
+    path = directory / BUILDS_FILE
+    try:
+        builds = json.loads(path.read_text())["builds"]
+    except (OSError, ValueError, KeyError, TypeError):
+        builds = []
+    builds.append(
+        {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": started_utc,
+            "seconds": round(seconds, 3),
+        }
+    )
+    write_json_atomic(path, {"builds": builds})
+
+
+def _build_or_reuse(study: Study, variant: VariantSpec, force: bool) -> VariantResult:
+    """:func:`run_variant`'s work, with the variant's lock held."""
     directory, key = variant_dir(study, variant)
     result_path = directory / VARIANT_FILE
     if not force and result_path.exists():
@@ -165,6 +252,7 @@ def run_variant(study: Study, variant: VariantSpec, force: bool = False) -> Vari
             # numbers hold, the name and config are the current ones.
             named = dataclasses.replace(cached, variant=variant.name, config=variant.to_dict())
             return write_result(result_path, named)
+    started_utc = utc_now_iso()
     started = time.perf_counter()
     model, info = build_variant(study, variant)
     scored = score_model(study, model, key=key)
@@ -187,4 +275,6 @@ def run_variant(study: Study, variant: VariantSpec, force: bool = False) -> Vari
         pruning=dict(info.pruning),
         timing=Timing(info.train_seconds, info.calib_seconds, time.perf_counter() - started),
     )
-    return write_result(result_path, result)
+    written = write_result(result_path, result)
+    _record_build(directory, started_utc, time.perf_counter() - started)
+    return written

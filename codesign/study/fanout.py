@@ -1,0 +1,165 @@
+"""Building a study's variants across processes: ``--variants``, ``--jobs`` and waiting.
+
+Variants are independent and each is built only under its own lock (see
+:mod:`codesign.study.variants`), so any number of processes, on one machine or on many that
+share the file system, can work on one OUT: ``--jobs N`` local workers, a Slurm array, or
+``xargs -P``. A process goes through its variants in recipe order; one that another live
+process is building is passed over and looked at again once the others are done, until it is
+finished (its result is then read from the cache) or its holder is gone (the lock is taken
+over and the variant built here).
+
+Workers are separate processes (``spawn``: no state forked from the parent) that each open the
+study once and build the variants they are handed into the shared OUT, with the torch thread
+count of the parent, so their numbers are those of a serial run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from codesign import locks
+from codesign.errors import CodesignError, ConfigError
+from codesign.locks import LockInfo
+from codesign.pipeline.results import VariantResult
+from codesign.recipe import Recipe, VariantSpec
+from codesign.study.study import Study
+from codesign.study.variants import attempt_variant, waiting_message
+
+Outcome = VariantResult | LockInfo
+Attempts = Callable[[Sequence[VariantSpec]], Iterator[tuple[VariantSpec, Outcome]]]
+
+
+def select_variants(recipe: Recipe, names: Sequence[str] | None) -> tuple[VariantSpec, ...]:
+    """The recipe's variants named in ``names`` (all of them for None), in recipe order; a
+    ConfigError naming close and available names for a name the recipe does not have."""
+    if names is None:
+        return recipe.variants
+    known = [v.name for v in recipe.variants]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        described = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+            described.append(f"{name!r}" + (f" (close: {', '.join(close)})" if close else ""))
+        raise ConfigError(
+            f"--variants: recipe {recipe.name!r} has no variant {', '.join(described)}; "
+            f"its variants: {', '.join(known)}"
+        )
+    wanted = set(names)
+    return tuple(v for v in recipe.variants if v.name in wanted)
+
+
+def _named(variant: VariantSpec, exc: CodesignError) -> CodesignError:
+    return type(exc)(f"variant {variant.name!r}: {exc}")
+
+
+def _serial(study: Study, force: bool) -> Attempts:
+    def attempts(variants: Sequence[VariantSpec]) -> Iterator[tuple[VariantSpec, Outcome]]:
+        for variant in variants:
+            try:
+                yield variant, attempt_variant(study, variant, force)
+            except CodesignError as exc:
+                raise _named(variant, exc) from None
+
+    return attempts
+
+
+# The worker process's study, opened once by _init_worker.
+_WORKER_STUDY: Study | None = None
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM (a scheduler's time limit) as SystemExit, so held locks are released."""
+    raise SystemExit(128 + signum)
+
+
+def _init_worker(recipe: Recipe, out: Path, threads: int) -> None:
+    import torch
+
+    from codesign.study.study import open_study
+
+    global _WORKER_STUDY
+    signal.signal(signal.SIGTERM, _terminate)
+    torch.set_num_threads(threads)  # the parent's count: the numbers of a serial run
+    _WORKER_STUDY = open_study(recipe, out, progress=False)
+
+
+def _attempt_in_worker(name: str, force: bool) -> Outcome:
+    assert _WORKER_STUDY is not None
+    (variant,) = [v for v in _WORKER_STUDY.recipe.variants if v.name == name]
+    return attempt_variant(_WORKER_STUDY, variant, force)
+
+
+@contextlib.contextmanager
+def _pool(study: Study, force: bool, workers: int) -> Iterator[Attempts]:
+    import torch
+
+    context = get_context("spawn")
+    initargs = (study.recipe, study.out, torch.get_num_threads())
+    pool = ProcessPoolExecutor(workers, context, _init_worker, initargs)
+
+    def attempts(variants: Sequence[VariantSpec]) -> Iterator[tuple[VariantSpec, Outcome]]:
+        futures = [(v, pool.submit(_attempt_in_worker, v.name, force)) for v in variants]
+        for variant, future in futures:
+            try:
+                yield variant, future.result()
+            except CodesignError as exc:
+                raise _named(variant, exc) from None
+
+    try:
+        yield attempts
+    finally:
+        # On an error, variants not started are dropped; those in flight finish (and are
+        # cached) before this returns. Ctrl-C reaches the workers too, which release locks.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def build_variants(
+    study: Study, variants: Sequence[VariantSpec], *, force: bool = False, jobs: int = 1
+) -> list[VariantResult]:
+    """Build (or reuse) ``variants`` of ``study`` in ``jobs`` processes (1: this one), sharing
+    OUT with any other process; returns their results in the order given.
+
+    A variant another live process is building is passed over, then waited for (one line on
+    stderr per variant and holder) until its result is cached or its lock is taken over.
+    """
+    results: dict[str, VariantResult] = {}
+    announced: set[tuple[str, str]] = set()
+    pending = list(variants)
+    workers = min(jobs, len(pending))
+    bar = tqdm(total=len(pending), desc="variants", unit="variant", disable=not study.progress)
+    scope = (
+        _pool(study, force, workers)
+        if workers > 1
+        else contextlib.nullcontext(_serial(study, force))
+    )
+    with bar, scope as attempts:
+        while pending:
+            held: dict[str, LockInfo] = {}
+            for variant, outcome in attempts(pending):
+                if isinstance(outcome, LockInfo):
+                    held[variant.name] = outcome
+                else:
+                    results[variant.name] = outcome
+                    bar.set_postfix_str(variant.name)
+                    bar.update()
+            pending = [v for v in pending if v.name in held]
+            for variant in pending:
+                holder = held[variant.name]
+                if (variant.name, holder.token) not in announced:
+                    announced.add((variant.name, holder.token))
+                    tqdm.write(waiting_message(variant.name, holder), file=sys.stderr)
+            if pending:
+                time.sleep(locks.POLL_S)
+    return [results[v.name] for v in variants]
