@@ -50,4 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("codesign: interrupted\n")
         return 130
+    finally:
+        from codesign import distributed
+
+        distributed.shutdown()  # under torchrun: leave the process group the command joined
     return 0

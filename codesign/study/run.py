@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from codesign import distributed
 from codesign.errors import CodesignError
 from codesign.pipeline.results import VariantResult
 from codesign.recipe import Recipe
+from codesign.runtime import Runtime
 from codesign.study.study import Study, check_out_dir, open_study
 from codesign.study.variants import run_variant
 
@@ -24,7 +26,8 @@ if TYPE_CHECKING:
 def run_study(study: Study, force: bool = False) -> list[VariantResult]:
     """Every variant of the recipe, in recipe order; returns their results."""
     results = []
-    bar = tqdm(study.recipe.variants, desc="variants", unit="variant", disable=not study.progress)
+    show = study.progress and study.runtime.is_writer
+    bar = tqdm(study.recipe.variants, desc="variants", unit="variant", disable=not show)
     for variant in bar:
         bar.set_postfix_str(variant.name)
         try:
@@ -43,6 +46,7 @@ def run_recipe(
     search: SearchResult | None = None,
     study: Study | None = None,
     scored: list[VariantResult] | None = None,
+    runtime: Runtime | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) every variant of ``recipe`` into ``out`` and write the report files.
 
@@ -50,18 +54,22 @@ def run_recipe(
     :func:`codesign.study.search.run_search`) adds the co-design search's verified
     configurations to the same report; ``study`` and ``scored`` (its :func:`run_study`
     results) skip opening the study and re-reading its variants when the caller has them.
+    ``runtime`` (default: one CPU process) is where a study opened here computes; under
+    torchrun every rank builds every variant and rank 0 alone writes the files.
     """
     from codesign.report import build_results, summary_table, write_report
 
     out = Path(out)
     check_out_dir(out)
-    study = study or open_study(recipe, out, progress)
+    study = study or open_study(recipe, out, progress, runtime)
     scored = scored if scored is not None else run_study(study, force=force)
     resolved = recipe.to_dict()
     results = build_results(resolved, scored, search)
     timings = {v.variant: v.timing for v in scored}
     figures_from = scored + ([v.result for v in search.verified] if search else [])
-    write_report(out, results, resolved, figures_from, timings)
-    print(summary_table(results))
-    print(f"report: {out / 'report.html'}")
+    if study.runtime.is_writer:
+        write_report(out, results, resolved, figures_from, timings)
+        print(summary_table(results))
+        print(f"report: {out / 'report.html'}")
+    distributed.barrier()
     return results.to_json()

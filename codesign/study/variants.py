@@ -19,6 +19,7 @@ from pathlib import Path
 
 from torch import nn
 
+from codesign import distributed
 from codesign.data import evaluate, make_forward_loop
 from codesign.data.datasets import Split
 from codesign.data.subsets import SubsetInfo
@@ -54,6 +55,7 @@ def build_variant(study: Study, variant: VariantSpec) -> tuple[nn.Module, BuildI
         seed=study.recipe.seed,
         calib_samples=study.recipe.data.calib_samples,
         progress=study.progress,
+        runtime=study.runtime,
     )
     steps = variant_steps(variant.sparsity, variant.finetune, variant.quant, variant.qat)
     return build(ctx, steps)
@@ -142,17 +144,27 @@ def read_cached(path: Path, key: str) -> VariantResult:
     return VariantResult.from_json(data)
 
 
-def write_result(path: Path, result: VariantResult) -> VariantResult:
+def write_result(path: Path, result: VariantResult, writer: bool = True) -> VariantResult:
     """Write ``variant.json`` (and its sha256); returns the result as read back, so a fresh
-    run and a resumed one hand identical values onward."""
-    return VariantResult.from_json(write_json_verified(path, result.to_json()))
+    run and a resumed one hand identical values onward. Without ``writer`` (a rank other
+    than 0) nothing is written and the same JSON round trip is returned."""
+    distributed.barrier()  # every rank has read ``path`` before rank 0 replaces it
+    if writer:
+        data = write_json_verified(path, result.to_json())
+    else:
+        data = json.loads(json.dumps(result.to_json()))
+    distributed.barrier()
+    return VariantResult.from_json(data)
 
 
 def run_variant(study: Study, variant: VariantSpec, force: bool = False) -> VariantResult:
     """Build, score and simulate one variant, or reuse its verified result from OUT."""
     directory, key = variant_dir(study, variant)
     result_path = directory / VARIANT_FILE
-    if not force and result_path.exists():
+    writer = study.runtime.is_writer
+    # Every rank takes the same decision (reuse or build): a rank that built alone would wait
+    # forever in a collective the others never enter.
+    if not force and distributed.all_true(result_path.exists()):
         try:
             cached = read_cached(result_path, key)
         except ResultError as reason:
@@ -164,17 +176,18 @@ def run_variant(study: Study, variant: VariantSpec, force: bool = False) -> Vari
             # Same steps under another spelling (e.g. a zero-epoch fine-tune table): the
             # numbers hold, the name and config are the current ones.
             named = dataclasses.replace(cached, variant=variant.name, config=variant.to_dict())
-            return write_result(result_path, named)
+            return write_result(result_path, named, writer)
     started = time.perf_counter()
     model, info = build_variant(study, variant)
     scored = score_model(study, model, key=key)
-    directory.mkdir(parents=True, exist_ok=True)
     recipe = {}
     if variant.sparsity is not None:
         recipe["sparsity"] = variant.sparsity.to_dict()
     if variant.quant is not None:
         recipe["quant"] = variant.quant.to_dict()
-    save_model(directory / "model.pt", model, study.model_name, recipe, model_kwargs_for(model))
+    if writer:
+        directory.mkdir(parents=True, exist_ok=True)
+        save_model(directory / "model.pt", model, study.model_name, recipe, model_kwargs_for(model))
     result = dataclasses.replace(
         scored,
         variant=variant.name,
@@ -187,4 +200,4 @@ def run_variant(study: Study, variant: VariantSpec, force: bool = False) -> Vari
         pruning=dict(info.pruning),
         timing=Timing(info.train_seconds, info.calib_seconds, time.perf_counter() - started),
     )
-    return write_result(result_path, result)
+    return write_result(result_path, result, writer)
