@@ -205,14 +205,25 @@ def start(runtime: Runtime) -> Runtime:
     or on what ran before), the current GPU, and the process group under torchrun."""
     if runtime.threads is not None:
         torch.set_num_threads(runtime.threads)
-    precision = "tf32" if runtime.tf32 else "ieee"
-    torch.backends.cuda.matmul.fp32_precision = precision
-    torch.backends.cudnn.conv.fp32_precision = precision
+    _set_tf32(runtime.tf32)
     torch.backends.cudnn.benchmark = runtime.cudnn_benchmark
     if runtime.device_type == "cuda":
         torch.cuda.set_device(runtime.torch_device)
     distributed.init(runtime.rank, runtime.world_size, runtime.torch_device)
     return runtime
+
+
+def _set_tf32(enabled: bool) -> None:
+    """TF32 for fp32 matmuls and convolutions, on or off. torch >= 2.9 has one setting per
+    backend (and refuses to mix it with the older flags); before, ``allow_tf32``."""
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        precision = "tf32" if enabled else "ieee"
+        matmul.fp32_precision = precision
+        torch.backends.cudnn.conv.fp32_precision = precision  # type: ignore[attr-defined]
+    else:
+        matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled
 
 
 @contextlib.contextmanager

@@ -150,7 +150,8 @@ def build(ctx: BuildContext, steps: tuple[Any, ...]) -> tuple[nn.Module, BuildIn
         model = handler(model, step, ctx, info)
         info.applied_steps.append(step_record(step))
         if ctx.evaluate_steps:
-            info.step_top1[step.kind] = float(evaluate(model, ctx.dataset.test)["top1"])
+            top1 = evaluate(model, ctx.dataset.test, device=ctx.runtime.torch_device)["top1"]
+            info.step_top1[step.kind] = float(top1)
     model.eval()
     return model, info
 
@@ -180,7 +181,7 @@ def _state_key(step: Any, ctx: BuildContext, info: BuildInfo) -> str:
 def _calibration(ctx: BuildContext, info: BuildInfo) -> Callable[[nn.Module], None]:
     images, subset = ctx.dataset.calibration_set(ctx.calib_samples)
     info.subsets["calibration"] = subset.to_dict()
-    return make_forward_loop(images, 256)
+    return make_forward_loop(images, 256, device=ctx.runtime.torch_device)
 
 
 @register_step(PruneStep)

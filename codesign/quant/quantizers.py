@@ -36,6 +36,16 @@ def grad_scale(x: torch.Tensor, factor: float) -> torch.Tensor:
 _Forward = Callable[[Any, torch.Tensor], torch.Tensor]
 
 
+def _autocast_on(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (torch < 2.4 asks per device kind)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:
+        if device_type == "cpu":
+            return torch.is_autocast_cpu_enabled()
+        return torch.is_autocast_enabled()
+
+
 def in_fp32(forward: _Forward) -> _Forward:
     """Decorate a quantizer's ``forward(self, x)``: run it on fp32 ``x`` with autocast off
     when autocast is on for ``x``'s device; unchanged otherwise."""
@@ -43,7 +53,7 @@ def in_fp32(forward: _Forward) -> _Forward:
     @functools.wraps(forward)
     def wrapped(self: Any, x: torch.Tensor) -> torch.Tensor:
         device_type = x.device.type
-        if not torch.is_autocast_enabled(device_type):
+        if not _autocast_on(device_type):
             return forward(self, x)
         with torch.autocast(device_type, enabled=False):
             return forward(self, x.float())

@@ -100,12 +100,13 @@ def score_model(
     """
     from codesign.sparsity import sparsity_report
 
+    device = study.runtime.torch_device
     split = test if test is not None else study.dataset.test
-    accuracy = evaluate(model, split)
+    accuracy = evaluate(model, split, device=device)
     validation = study.dataset.validation
     assert validation is not None and study.dataset.validation_info is not None
     images, captured = study.dataset.capture_set(study.recipe.data.capture_samples)
-    records = capture(model, make_forward_loop(images, CAPTURE_BATCH))
+    records = capture(model, make_forward_loop(images, CAPTURE_BATCH, device=device))
     report = sparsity_report(model)
     weight_density, act_density, effectual = measured_densities(records)
     return VariantResult(
@@ -115,7 +116,7 @@ def score_model(
         top1=float(accuracy["top1"]),
         correct=int(accuracy["correct"]),
         samples=int(accuracy["samples"]),
-        val_top1=float(evaluate(model, validation)["top1"]),
+        val_top1=float(evaluate(model, validation, device=device)["top1"]),
         subsets={"validation": study.dataset.validation_info, "capture": captured},
         weight_sparsity=report["sparsity"],
         captured_samples=records[0].n,
