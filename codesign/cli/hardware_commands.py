@@ -30,7 +30,7 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
     model.to(runtime.torch_device)  # the capture's reductions run there; per-layer sums come back
     dataset = load_data(args)
     images, captured = dataset.capture_set(args.samples)
-    records = capture(model, make_forward_loop(images, 64))
+    records = capture(model, make_forward_loop(images, 64, device=runtime.torch_device))
     costs = simulate(records, arch, energy)
     result = summarize(costs, arch_path.stem)
     result["subsets"] = {
