@@ -42,15 +42,20 @@ def built(digits, runtime: Runtime, steps) -> nn.Module:
     return build(ctx, steps)[0]
 
 
-def states_close(a: nn.Module, b: nn.Module, rtol: float = 1e-4, atol: float = 1e-6) -> None:
+def states_close(a: nn.Module, b: nn.Module) -> None:
+    """Equal structure; weights within 1e-4 (kernels sum in other orders); quantizer scales
+    within 2 %: an MSE range is an argmin over clipping candidates 1 % apart, which a rounding
+    difference may move to the neighbouring one; corrected biases follow the scales."""
     left, right = a.state_dict(), b.state_dict()
     assert left.keys() == right.keys()
     for name, tensor in left.items():
         other = right[name].to(tensor.device)
-        if tensor.is_floating_point():
-            torch.testing.assert_close(tensor, other, rtol=rtol, atol=atol, msg=name)
-        else:
+        if not tensor.is_floating_point():
             assert torch.equal(tensor, other), name
+            continue
+        tolerances = {"scale": (2e-2, 0.0), "bias": (1e-3, 1e-3)}
+        rtol, atol = tolerances.get(name.rsplit(".", 1)[-1], (1e-4, 1e-5))
+        torch.testing.assert_close(tensor, other, rtol=rtol, atol=atol, msg=name)
 
 
 @pytest.mark.parametrize("device", DEVICES)
