@@ -57,9 +57,11 @@ def augment(
 
 
 def model_device(model: nn.Module) -> torch.device:
-    """The device of ``model``'s first parameter or buffer (the CPU for a stateless one)."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
+    """The device of ``model``'s first parameter or buffer; the CPU for a module without
+    tensors or a plain callable (a forward loop may feed any function of a batch)."""
+    if isinstance(model, nn.Module):
+        for tensor in (*model.parameters(), *model.buffers()):
+            return tensor.device
     return torch.device("cpu")
 
 
