@@ -2,8 +2,8 @@
 
 The public API: models (``create_model``, ``list_models``, ``load_model``), data
 (``load_dataset``, ``make_forward_loop``, ``evaluate``), quantization (``quantize_``,
-``calibrate``), pruning (``prune_``, ``sparsity_report``) and specs (``QuantSpec``,
-``SparsitySpec``, ``TrainSpec``).
+``calibrate``), pruning (``prune_``, ``sparsity_report``), specs (``QuantSpec``,
+``SparsitySpec``, ``TrainSpec``) and where work runs (``Runtime``, ``make_runtime``).
 """
 
 from codesign.config import LayerOverride, QuantSpec, SparsitySpec, TrainSpec
@@ -12,6 +12,7 @@ from codesign.errors import CodesignError
 from codesign.models import create_model, list_models
 from codesign.pipeline import load_model
 from codesign.quant import calibrate, quantize_
+from codesign.runtime import Runtime, make_runtime
 from codesign.sparsity import prune_, sparsity_report
 
 __version__ = "0.1.0"
@@ -20,6 +21,7 @@ __all__ = [
     "CodesignError",
     "LayerOverride",
     "QuantSpec",
+    "Runtime",
     "SparsitySpec",
     "TrainSpec",
     "calibrate",
@@ -29,6 +31,7 @@ __all__ = [
     "load_dataset",
     "load_model",
     "make_forward_loop",
+    "make_runtime",
     "prune_",
     "quantize_",
     "sparsity_report",

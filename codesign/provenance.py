@@ -1,8 +1,9 @@
 """Where a figure was measured: the record every ``result.json`` carries under ``"runtime"``.
 
 A top-1 that moves between two machines or two commits can be traced only if the result says
-which code ran, with which library versions, on which CPU kernels (torch picks its kernels by
-the CPU's instruction set) and with how many threads.
+which code ran, with which library versions, on which device and CPU kernels (torch picks its
+kernels by the CPU's instruction set), with how many threads and processes, and in which
+precision.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import numpy as np
 import torch
 
 import codesign
+from codesign.runtime import Runtime
 
 
 @cache
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` says."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -52,20 +55,21 @@ def _git_commit() -> str | None:
     return done.stdout.strip() or None
 
 
-def runtime_record(seed: int | None = None) -> dict[str, Any]:
-    """``{"codesign", "git_commit", "python", "torch", "numpy", "device", "threads",
-    "cpu_model", "cpu_capability", "seed"}``: the versions, the CPU and its kernel set
-    (``torch.backends.cpu.get_cpu_capability``), the torch intra-op thread count in force, and
-    the seed of the run."""
+def runtime_record(seed: int | None = None, runtime: Runtime | None = None) -> dict[str, Any]:
+    """``{"codesign", "git_commit", "python", "torch", "numpy", "device", "device_name",
+    "world_size", "threads", "amp", "cuda", "tf32", "cudnn_benchmark", "cpu_model",
+    "cpu_capability", "seed"}``: the versions, where it ran (:meth:`Runtime.to_record`: the
+    device, the processes, the torch intra-op thread count in force, mixed precision, the
+    TF32/cuDNN settings), the CPU and its kernel set
+    (``torch.backends.cpu.get_cpu_capability``), and the seed of the run."""
+    where = (runtime if runtime is not None else Runtime()).to_record()
     return {
         "codesign": codesign.__version__,
         "git_commit": _git_commit(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
         "numpy": np.__version__,
-        "device": "cpu",
-        "threads": torch.get_num_threads(),
-        "cpu_model": _cpu_model(),
+        **where,
+        "cpu_model": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "seed": seed,
     }

@@ -199,10 +199,22 @@ class SearchSpec:
         check_fields(self)
 
 
+def _is_device(text: str) -> bool:
+    from codesign.runtime import parse_device
+
+    try:
+        parse_device(text)
+    except ConfigError:
+        return False
+    return True
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """A whole study. ``train``: train the float model from scratch first (FP32 baseline
-    recipes); otherwise ``model.checkpoint`` is loaded."""
+    recipes); otherwise ``model.checkpoint`` is loaded. ``device`` (auto | cpu | cuda |
+    cuda:N) and ``amp`` (off | bf16) say where and in which precision it computes
+    (``--device`` / ``--amp`` replace them; see :mod:`codesign.runtime`)."""
 
     name: str
     model: ModelSpec
@@ -210,6 +222,8 @@ class Recipe:
     hardware: HardwareSpec
     variants: tuple[VariantSpec, ...]
     seed: Count = 0
+    device: Annotated[str, Check(_is_device, "(auto, cpu, cuda or cuda:N)")] = "auto"
+    amp: Literal["off", "bf16"] = "off"
     train: TrainSpec | None = dataclasses.field(default=None, metadata={"defaults": TRAIN_DEFAULTS})
     search: SearchSpec | None = None
     schema_version: int = SCHEMA_VERSION

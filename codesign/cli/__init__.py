@@ -16,6 +16,7 @@ share one study directory.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -58,6 +59,14 @@ def _terminate(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def _first_rank() -> bool:
+    """False in the ranks of a torchrun other than 0: rank 0 holds the directory lock for the
+    whole group (the others write nothing), so the group does not lock itself out."""
+    from codesign import distributed
+
+    return distributed.process_info(os.environ).rank == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one ``codesign`` command; the exit status: 0, 2 on a user error, 130 on Ctrl-C."""
     args = build_parser().parse_args(argv)
@@ -68,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             from codesign.study import check_out_dir
 
             check_out_dir(args.out)  # before any work: a bad --out never costs a run
-        if args.command in DIRECTORY_LOCKED:
+        if args.command in DIRECTORY_LOCKED and _first_rank():
             from codesign.locks import hold_directory
 
             with hold_directory(args.out, args.command):
@@ -84,4 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if in_main_thread and previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        from codesign import distributed
+
+        distributed.shutdown()  # under torchrun: leave the process group the command joined
     return 0

@@ -1,7 +1,8 @@
-"""What the single-step commands share: the data set of ``--data`` and ``result.json``.
+"""What the commands share: where they compute (``--device``, ``--threads``, ``--amp``), the
+data set of ``--data`` and ``result.json``.
 
 Every command writes ``OUT/result.json`` atomically, after all work is done, so a failed run
-leaves nothing half-written.
+leaves nothing half-written; under torchrun only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -10,6 +11,21 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+
+def start_runtime(args: argparse.Namespace, recipe: Any = None) -> Any:
+    """The command's :class:`~codesign.runtime.Runtime` from its flags (an unset ``--device``
+    or ``--amp`` takes ``recipe``'s, else auto / off), applied to this process (threads,
+    TF32, cuDNN, the process group under torchrun). Raises ConfigError before any work when
+    the device does not exist."""
+    from codesign.runtime import make_runtime, start
+
+    device = args.device or (recipe.device if recipe is not None else "auto")
+    amp = args.amp or (recipe.amp if recipe is not None else "off")
+    seed = getattr(args, "seed", None)
+    if seed is None:
+        seed = recipe.seed if recipe is not None else 0
+    return start(make_runtime(device, amp, args.threads, seed))
 
 
 def load_data(args: argparse.Namespace) -> Any:
@@ -30,11 +46,17 @@ def subsets(dataset: Any, info: Any = None) -> dict[str, Any]:
 
 
 def finish(
-    out: Path, result: dict[str, Any], test_samples: int | None = None, seed: int | None = None
+    out: Path,
+    result: dict[str, Any],
+    test_samples: int | None = None,
+    seed: int | None = None,
+    runtime: Any = None,
 ) -> dict[str, Any]:
-    """Write ``OUT/result.json`` and print it. With ``test_samples``, every ``*top1`` figure
-    (a test top-1 in %) gets its 95 % Wilson interval beside it as ``*top1_ci95``; ``runtime``
-    records where it was measured (:func:`codesign.provenance.runtime_record`)."""
+    """Write ``OUT/result.json`` and print it (rank 0 only; the other ranks wait for it).
+    With ``test_samples``, every ``*top1`` figure (a test top-1 in %) gets its 95 % Wilson
+    interval beside it as ``*top1_ci95``; ``runtime`` records where it was measured
+    (:func:`codesign.provenance.runtime_record`)."""
+    from codesign import distributed
     from codesign.io import write_json_atomic
     from codesign.provenance import runtime_record
     from codesign.stats import top1_ci95
@@ -46,8 +68,10 @@ def finish(
             if key.endswith("top1") and isinstance(value, float):
                 with_intervals[f"{key}_ci95"] = top1_ci95(value, test_samples)
         result = with_intervals
-    result = {**result, "runtime": runtime_record(seed)}
+    result = {**result, "runtime": runtime_record(seed, runtime)}
 
-    write_json_atomic(out / "result.json", result)
-    print(json.dumps(result, indent=2))
+    if runtime is None or runtime.is_writer:
+        write_json_atomic(out / "result.json", result)
+        print(json.dumps(result, indent=2))
+    distributed.barrier()
     return result

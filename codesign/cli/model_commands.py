@@ -1,17 +1,20 @@
 """The single steps on a checkpoint: eval, ptq, qat, prune; and train from scratch.
 
 Each builds its specs from the flags and runs them through the same pipeline steps a recipe
-variant runs, then writes ``OUT/result.json`` (and ``OUT/model.pt`` with its recipe).
+variant runs, then writes ``OUT/result.json`` (and ``OUT/model.pt`` with its recipe). Under
+``torchrun`` (qat, prune, train) every rank runs the command, training is data-parallel, and
+rank 0 alone writes.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import Any
 
 from codesign.cli import specs
-from codesign.cli.common import finish, load_data, subsets
+from codesign.cli.common import finish, load_data, start_runtime, subsets
 from codesign.errors import ConfigError
 
 
@@ -19,21 +22,30 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.data import evaluate
     from codesign.pipeline import load_model
 
+    runtime = start_runtime(args)
     model, _, _ = load_model(args.checkpoint, args.model)
+    model.to(runtime.torch_device)
     dataset = load_data(args)
     result = evaluate(model, dataset.test)
     top1 = {"top1": float(result["top1"]), "samples": result["samples"]}
-    return finish(args.out, top1, len(dataset.test), args.seed)
+    return finish(args.out, top1, len(dataset.test), args.seed, runtime)
 
 
 def _build(
-    args: argparse.Namespace, float_model: Any, dataset: Any, steps: tuple[Any, ...]
+    args: argparse.Namespace,
+    float_model: Any,
+    dataset: Any,
+    steps: tuple[Any, ...],
+    runtime: Any,
 ) -> tuple[Any, Any]:
     """Run a variant's steps exactly as a recipe variant runs them, recording test top-1
     after each step; resumable training state lives in ``--out``."""
+    from codesign import distributed
     from codesign.pipeline import BuildContext, build
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    if runtime.is_writer:
+        args.out.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()
     ctx = BuildContext(
         float_model,
         dataset,
@@ -42,25 +54,35 @@ def _build(
         state_dir=args.out,
         progress=not args.quiet,
         evaluate_steps=True,
+        runtime=runtime,
     )
-    return build(ctx, steps)
+    model, info = build(ctx, steps)
+    distributed.write_rank_digest(model, args.command, runtime.rank, os.environ)
+    return model, info
 
 
-def _save(args: argparse.Namespace, model: Any, name: str, recipe: dict[str, Any]) -> None:
+def _save(
+    args: argparse.Namespace, model: Any, name: str, recipe: dict[str, Any], runtime: Any
+) -> None:
+    """``OUT/model.pt`` with its recipe, the resumable states removed (rank 0 only)."""
+    from codesign import distributed
     from codesign.pipeline import model_kwargs_for, save_model
 
-    save_model(args.out / "model.pt", model, name, recipe, model_kwargs_for(model))
-    for state in ("qat_state.pt", "finetune_state.pt"):
-        (args.out / state).unlink(missing_ok=True)
+    if runtime.is_writer:
+        save_model(args.out / "model.pt", model, name, recipe, model_kwargs_for(model))
+        for state in ("qat_state.pt", "finetune_state.pt"):
+            (args.out / state).unlink(missing_ok=True)
+    distributed.barrier()
 
 
 def cmd_ptq(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.pipeline import layer_bits_rows, load_model, top1, variant_steps
 
+    runtime = start_runtime(args)
     spec = specs.quant_spec(args)
     float_model, name, recipe = load_model(args.checkpoint, args.model)
     dataset = load_data(args)
-    model, info = _build(args, float_model, dataset, variant_steps(quant=spec))
+    model, info = _build(args, float_model, dataset, variant_steps(quant=spec), runtime)
     result = {
         "fp32_top1": top1(float_model, dataset),
         "quant_top1": info.step_top1["ptq"],
@@ -70,18 +92,20 @@ def cmd_ptq(args: argparse.Namespace) -> dict[str, Any]:
         "quant": spec.to_dict(),
         "layers": layer_bits_rows(model),
     }
-    _save(args, model, name, {**recipe, "quant": spec.to_dict()})
-    return finish(args.out, result, len(dataset.test), args.seed)
+    _save(args, model, name, {**recipe, "quant": spec.to_dict()}, runtime)
+    return finish(args.out, result, len(dataset.test), args.seed, runtime)
 
 
 def cmd_qat(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.pipeline import layer_bits_rows, load_model, top1, variant_steps
 
+    runtime = start_runtime(args)
     spec = specs.quant_spec(args)
     train_spec = specs.qat_train_spec(args)
     float_model, name, recipe = load_model(args.checkpoint, args.model)
     dataset = load_data(args)
-    model, info = _build(args, float_model, dataset, variant_steps(quant=spec, qat=train_spec))
+    steps = variant_steps(quant=spec, qat=train_spec)
+    model, info = _build(args, float_model, dataset, steps, runtime)
     result = {
         "fp32_top1": top1(float_model, dataset),
         "ptq_top1": info.step_top1["ptq"],
@@ -94,13 +118,14 @@ def cmd_qat(args: argparse.Namespace) -> dict[str, Any]:
         "train": train_spec.to_dict(),
         "layers": layer_bits_rows(model),
     }
-    _save(args, model, name, {**recipe, "quant": spec.to_dict()})
-    return finish(args.out, result, len(dataset.test), args.seed)
+    _save(args, model, name, {**recipe, "quant": spec.to_dict()}, runtime)
+    return finish(args.out, result, len(dataset.test), args.seed, runtime)
 
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    from codesign import distributed
     from codesign.config import TrainSpec
     from codesign.models import create_model
     from codesign.pipeline import model_kwargs_for, save_model, top1
@@ -108,31 +133,42 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
     if not args.model:
         raise ConfigError("train needs --model (see list_models())")
+    runtime = start_runtime(args)
     dataset = load_data(args)
     torch.manual_seed(args.seed)
     kwargs = {"num_classes": dataset.num_classes, "in_channels": dataset.in_channels}
     model = create_model(args.model, **kwargs)
     spec = TrainSpec(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
+    if runtime.is_writer:
+        args.out.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()
     history = train(
-        model, dataset, spec, state_path=args.out / "train_state.pt", progress=not args.quiet
+        model,
+        dataset,
+        spec,
+        state_path=args.out / "train_state.pt",
+        progress=not args.quiet,
+        runtime=runtime,
     )
+    distributed.write_rank_digest(model, args.command, runtime.rank, os.environ)
     result = {
         "top1": top1(model, dataset),
         "train_seconds": history["train_seconds"],
         "train": spec.to_dict(),
     }
-    save_model(
-        args.out / "model.pt", model, args.model, {"train": spec.to_dict()}, model_kwargs_for(model)
-    )
-    (args.out / "train_state.pt").unlink(missing_ok=True)
-    return finish(args.out, result, len(dataset.test), args.seed)
+    if runtime.is_writer:
+        recipe = {"train": spec.to_dict()}
+        save_model(args.out / "model.pt", model, args.model, recipe, model_kwargs_for(model))
+        (args.out / "train_state.pt").unlink(missing_ok=True)
+    distributed.barrier()
+    return finish(args.out, result, len(dataset.test), args.seed, runtime)
 
 
 def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.pipeline import load_model, top1, variant_steps
     from codesign.sparsity import sparsity_report
 
+    runtime = start_runtime(args)
     spec = specs.sparsity_spec(args)
     if (args.weight_bits is None) != (args.act_bits is None):
         raise ConfigError("give both --weight-bits and --act-bits to quantize after pruning")
@@ -144,7 +180,7 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
     dataset = load_data(args)
     steps = variant_steps(sparsity=spec, finetune=train_spec, quant=quant_spec)
     cpu_started = time.process_time()  # all threads: wall time hides contention
-    model, info = _build(args, float_model, dataset, steps)
+    model, info = _build(args, float_model, dataset, steps, runtime)
     # The one-shot model is the spec's final level at once, before any fine-tuning.
     result: dict[str, Any] = {
         "spec": spec.to_dict(),
@@ -181,5 +217,5 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
         result["quant_top1"] = info.step_top1["ptq"]
         result["calib_seconds"] = info.calib_seconds
         new_recipe["quant"] = quant_spec.to_dict()
-    _save(args, model, name, new_recipe)
-    return finish(args.out, result, len(dataset.test), args.seed)
+    _save(args, model, name, new_recipe, runtime)
+    return finish(args.out, result, len(dataset.test), args.seed, runtime)

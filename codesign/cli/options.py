@@ -1,4 +1,5 @@
-"""Option types and the option groups several commands share (data, output, quantization).
+"""Option types and the option groups several commands share (data, output, quantization,
+where to compute).
 
 Only argparse and the torch-free config constants here: defining options reads no bundled
 file and loads no model code.
@@ -47,6 +48,47 @@ def name_list(text: str) -> list[str]:
     if not text.strip() or any(not name for name in names):
         raise argparse.ArgumentTypeError(f"expected a comma list of names, got {text!r}")
     return list(dict.fromkeys(names))
+
+
+def device(text: str) -> str:
+    """An argparse type: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (whether it exists is
+    checked when the command starts)."""
+    from codesign.runtime import parse_device
+
+    try:
+        return parse_device(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_runtime(
+    parser: argparse.ArgumentParser, threads_default: int | None = None, recipe: bool = False
+) -> None:
+    """Where the command computes: ``--device``, ``--threads``, ``--amp``. With ``recipe``,
+    an unset ``--device``/``--amp`` takes the recipe's ``device``/``amp``."""
+    fallback = "the recipe's device, else auto" if recipe else "auto"
+    parser.add_argument(
+        "--device",
+        type=device,
+        help="where models, data and calibration run: auto (CUDA when available) | cpu | cuda "
+        f"| cuda:N; under torchrun cuda is each process's LOCAL_RANK GPU (default: {fallback})",
+    )
+    threads = (
+        f"{threads_default}" if threads_default is not None else "torch's default, one per core"
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=threads_default,
+        help=f"torch intra-op CPU threads (default: {threads})",
+    )
+    amp_fallback = "the recipe's amp, else off" if recipe else "off"
+    parser.add_argument(
+        "--amp",
+        choices=["off", "bf16"],
+        help="bf16: training and fine-tuning (QAT included) under bfloat16 autocast; "
+        f"quantizers stay fp32 (default: {amp_fallback})",
+    )
 
 
 def add_common(parser: argparse.ArgumentParser, checkpoint: bool = True) -> None:
@@ -98,6 +140,7 @@ def add_common(parser: argparse.ArgumentParser, checkpoint: bool = True) -> None
         help="seed of the validation split and of every calibration/capture subset "
         "(default: %(default)s)",
     )
+    add_runtime(parser)
 
 
 def add_quant_args(parser: argparse.ArgumentParser, required: bool = True) -> None:

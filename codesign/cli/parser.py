@@ -10,7 +10,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from codesign.cli.options import add_common, add_quant_args, name_list, positive_int
+from codesign.cli.options import (
+    add_common,
+    add_quant_args,
+    add_runtime,
+    name_list,
+    positive_int,
+)
 from codesign.config import DEFAULT_QAT, PRUNE_METHODS
 
 DESCRIPTION = (
@@ -53,6 +59,7 @@ def _study_options(p: argparse.ArgumentParser, force_help: str) -> None:
     )
     p.add_argument("--force", action="store_true", help=force_help)
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: show them)")
+    add_runtime(p, recipe=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -285,4 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, type=Path, help="output directory for the report (required)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: show them)")
+    # One thread by default: on 8x8 digits a second thread costs more in synchronisation than
+    # it saves, and oversubscribed threads on a shared machine made fine-tuning 30x slower.
+    add_runtime(p, threads_default=1, recipe=True)
     return parser

@@ -7,6 +7,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from codesign.cli.common import start_runtime
+from codesign.errors import ConfigError
 from codesign.resources import bundled_checkpoint, resolve_recipe
 
 # The bundled digits ResNet-8 that the ``digits`` recipe starts from.
@@ -22,18 +24,16 @@ def demo_checkpoint() -> Path:
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     """The main job on the embedded default: the bundled recipe ``digits`` (the digits
     ResNet-8 in FP32, INT8/INT4 PTQ, INT4 QAT, 2:4 and unstructured, on a dense systolic
-    array, SCNN and a 2:4 tensor core) with the full report."""
-    import torch
-
+    array, SCNN and a 2:4 tensor core) with the full report. It computes on one CPU thread
+    unless ``--threads`` says otherwise (the parser's default)."""
+    from codesign import distributed
     from codesign.recipe import load_recipe
     from codesign.study import run_recipe
 
     checkpoint = demo_checkpoint()  # before any work or setting: a broken install stops here
-    # One thread: on 8x8 digits a second thread costs more in synchronisation than it saves,
-    # and on a shared machine oversubscribed threads made fine-tuning 30x slower (measured).
-    torch.set_num_threads(1)
     recipe = load_recipe(resolve_recipe("digits"))
-    results = run_recipe(recipe, args.out, progress=not args.quiet)
+    runtime = start_runtime(args, recipe)
+    results = run_recipe(recipe, args.out, progress=not args.quiet, runtime=runtime)
     summary = {
         "data": results["data"],
         "checkpoint": checkpoint.name,
@@ -42,7 +42,9 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     }
     from codesign.io import write_json_atomic
 
-    write_json_atomic(args.out / "result.json", summary)
+    if runtime.is_writer:
+        write_json_atomic(args.out / "result.json", summary)
+    distributed.barrier()
     return summary
 
 
@@ -51,6 +53,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.study import run_recipe
 
     recipe = load_recipe(resolve_recipe(args.recipe), data_override=args.data)
+    runtime = start_runtime(args, recipe)
     return run_recipe(
         recipe,
         args.out,
@@ -58,6 +61,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         progress=not args.quiet,
         variants=args.variants,
         jobs=args.jobs,
+        runtime=runtime,
     )
 
 
@@ -73,7 +77,13 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.study.search import run_search
 
     recipe = load_recipe(resolve_recipe(args.recipe), data_override=args.data)
-    study = open_study(recipe, args.out, progress=not args.quiet)
+    runtime = start_runtime(args, recipe)
+    if runtime.distributed:
+        raise ConfigError(
+            "search runs in one process (its tables and verification are not sharded): run it "
+            "without torchrun; `codesign run` builds a recipe's variants under torchrun"
+        )
+    study = open_study(recipe, args.out, progress=not args.quiet, runtime=runtime)
     scored = run_study(study, force=args.force)
     search = run_search(
         study,

@@ -56,10 +56,24 @@ def augment(
     return images
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter or buffer; the CPU for a module without
+    tensors or a plain callable (a forward loop may feed any function of a batch)."""
+    if isinstance(model, nn.Module):
+        for tensor in (*model.parameters(), *model.buffers()):
+            return tensor.device
+    return torch.device("cpu")
+
+
 def make_forward_loop(
-    split: Split, batch_size: int = 256, samples: int | None = None, seed: int = 0
+    split: Split,
+    batch_size: int = 256,
+    samples: int | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
 ) -> ForwardLoop:
-    """A callable that runs ``split`` through a model in batches of ``batch_size``.
+    """A callable that runs ``split`` through a model in batches of ``batch_size``, each batch
+    moved to ``device`` (default: the device of the model it is given).
 
     With ``samples``, only a seeded class-stratified sample of that many images (the one
     ``Dataset.calibration_set`` draws for the same seed), never the first ones.
@@ -71,22 +85,32 @@ def make_forward_loop(
         data = split.select(stratified_indices(split.labels, samples, seed, "calibration"))
 
     def forward_loop(model: nn.Module) -> None:
+        target = model_device(model) if device is None else torch.device(device)
         with torch.no_grad():
             for images, _ in batches(data, batch_size):
-                model(images)
+                model(images.to(target, non_blocking=True))
 
     return forward_loop
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int = 512) -> dict[str, float | int]:
-    """Top-1 accuracy in percent on ``split``: ``{"top1", "correct", "samples"}``."""
+def evaluate(
+    model: nn.Module,
+    split: Split,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+) -> dict[str, float | int]:
+    """Top-1 accuracy in percent on ``split``: ``{"top1", "correct", "samples"}``; batches
+    run on ``device`` (default: the model's), the count stays there until the end."""
+    target = model_device(model) if device is None else torch.device(device)
     was_training = model.training
     model.eval()
-    correct = 0
+    correct = torch.zeros((), dtype=torch.int64, device=target)
     try:
         for images, labels in batches(split, batch_size):
-            correct += int((model(images).argmax(1) == labels).sum())
+            predicted = model(images.to(target, non_blocking=True)).argmax(1)
+            correct += (predicted == labels.to(target, non_blocking=True)).sum()
     finally:
         model.train(was_training)
-    return {"top1": 100.0 * correct / len(split), "correct": correct, "samples": len(split)}
+    count = int(correct)
+    return {"top1": 100.0 * count / len(split), "correct": count, "samples": len(split)}

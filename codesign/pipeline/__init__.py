@@ -30,6 +30,7 @@ from codesign.pipeline.steps import (
     step_record,
     variant_steps,
 )
+from codesign.runtime import Runtime
 
 
 def run_ptq(
@@ -38,10 +39,14 @@ def run_ptq(
     spec: QuantSpec,
     calib_samples: int = DEFAULT_CALIB_SAMPLES,
     seed: int = 0,
+    runtime: Runtime | None = None,
 ) -> tuple[nn.Module, BuildInfo]:
     """Quantize a copy of ``float_model`` and calibrate it on ``calib_samples`` training
-    images (a seeded class-stratified sample); returns (quantized model, build info)."""
-    ctx = BuildContext(float_model, dataset, seed=seed, calib_samples=calib_samples)
+    images (a seeded class-stratified sample) where ``runtime`` says (default: the CPU);
+    returns (quantized model, build info)."""
+    ctx = BuildContext(
+        float_model, dataset, seed=seed, calib_samples=calib_samples, runtime=runtime or Runtime()
+    )
     return build(ctx, variant_steps(quant=spec))
 
 
@@ -53,9 +58,10 @@ def run_qat(
     calib_samples: int = DEFAULT_CALIB_SAMPLES,
     state_path: str | Path | None = None,
     progress: bool = True,
+    runtime: Runtime | None = None,
 ) -> tuple[nn.Module, BuildInfo]:
     """PTQ initialisation, then LSQ fine-tuning distilled from ``float_model``; resumable
-    from ``state_path``'s folder when given."""
+    from ``state_path``'s folder when given; where ``runtime`` says (default: the CPU)."""
     ctx = BuildContext(
         float_model,
         dataset,
@@ -63,6 +69,7 @@ def run_qat(
         calib_samples=calib_samples,
         state_dir=Path(state_path).parent if state_path is not None else None,
         progress=progress,
+        runtime=runtime or Runtime(),
     )
     return build(ctx, variant_steps(quant=spec, qat=train_spec))
 

@@ -23,10 +23,12 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import nn
 
+from codesign import distributed
 from codesign.config import QuantSpec, SparsitySpec, TrainSpec, to_dict
 from codesign.data import Dataset, evaluate, make_forward_loop
 from codesign.errors import ConfigError
 from codesign.io import tensors_digest
+from codesign.runtime import Runtime
 
 
 class Step(Protocol):
@@ -78,8 +80,9 @@ class QATStep:
 class BuildContext:
     """What every step of a build may read: the float model (also the distillation teacher),
     the data, the seed of every training step, the calibration set size, where resumable
-    training state lives (None: not resumable), whether to show progress, and whether to
-    record test top-1 after each step (the standalone commands report it)."""
+    training state lives (None: not resumable), whether to show progress, whether to
+    record test top-1 after each step (the standalone commands report it), and where the
+    work runs (:class:`~codesign.runtime.Runtime`: device, mixed precision, processes)."""
 
     float_model: nn.Module
     dataset: Dataset
@@ -88,6 +91,7 @@ class BuildContext:
     state_dir: Path | None = None
     progress: bool = True
     evaluate_steps: bool = False
+    runtime: Runtime = dataclasses.field(default_factory=Runtime)
 
 
 @dataclasses.dataclass
@@ -131,8 +135,10 @@ def step_record(step: Any) -> dict[str, Any]:
 
 
 def build(ctx: BuildContext, steps: tuple[Any, ...]) -> tuple[nn.Module, BuildInfo]:
-    """Apply ``steps`` in order to a copy of ``ctx.float_model``; returns (model, info)."""
+    """Apply ``steps`` in order to a copy of ``ctx.float_model`` on the runtime's device (the
+    float model moves there too: it is the teacher); returns (model, info)."""
     torch.manual_seed(ctx.seed)
+    ctx.float_model.to(ctx.runtime.torch_device)
     model = copy.deepcopy(ctx.float_model)
     # The float model is frozen as a teacher by the training loops; the student must train.
     model.requires_grad_(True)
@@ -144,7 +150,8 @@ def build(ctx: BuildContext, steps: tuple[Any, ...]) -> tuple[nn.Module, BuildIn
         model = handler(model, step, ctx, info)
         info.applied_steps.append(step_record(step))
         if ctx.evaluate_steps:
-            info.step_top1[step.kind] = float(evaluate(model, ctx.dataset.test)["top1"])
+            top1 = evaluate(model, ctx.dataset.test, device=ctx.runtime.torch_device)["top1"]
+            info.step_top1[step.kind] = float(top1)
     model.eval()
     return model, info
 
@@ -174,7 +181,7 @@ def _state_key(step: Any, ctx: BuildContext, info: BuildInfo) -> str:
 def _calibration(ctx: BuildContext, info: BuildInfo) -> Callable[[nn.Module], None]:
     images, subset = ctx.dataset.calibration_set(ctx.calib_samples)
     info.subsets["calibration"] = subset.to_dict()
-    return make_forward_loop(images, 256)
+    return make_forward_loop(images, 256, device=ctx.runtime.torch_device)
 
 
 @register_step(PruneStep)
@@ -184,6 +191,9 @@ def _prune(model: nn.Module, step: PruneStep, ctx: BuildContext, info: BuildInfo
     # Only SparseGPT reads calibration images; magnitude masks record no calibration subset.
     calibration = _calibration(ctx, info) if step.sparsity.method == "sparsegpt" else None
     info.pruning.update(prune_model_(model, step.sparsity, calibration))
+    # Every rank computed the same masks from the same weights and calibration images; rank
+    # 0's are kept so no kernel's rounding can make two ranks disagree.
+    distributed.broadcast_state_(model)
     return model
 
 
@@ -210,6 +220,7 @@ def _finetune(
         state_path=state,
         state_key=_state_key(step, ctx, info) if state is not None else None,
         progress=ctx.progress,
+        runtime=ctx.runtime,
     )
     info.train_seconds += history["train_seconds"]
     return model
@@ -228,6 +239,9 @@ def _ptq(model: nn.Module, step: PTQStep, ctx: BuildContext, info: BuildInfo) ->
         float_model=model,
         learned_rounding=step.learned_rounding,
     )
+    # Every rank calibrated on the same seeded images; rank 0's scales (and learned
+    # rounding) are broadcast so every rank holds bit-identical quantizers.
+    distributed.broadcast_state_(quantized)
     info.calib_seconds += calibrated["calib_seconds"]
     return quantized
 
@@ -246,6 +260,7 @@ def _qat(model: nn.Module, step: QATStep, ctx: BuildContext, info: BuildInfo) ->
         state_path=state,
         state_key=_state_key(step, ctx, info) if state is not None else None,
         progress=ctx.progress,
+        runtime=ctx.runtime,
     )
     info.train_seconds += time.perf_counter() - started
     return model

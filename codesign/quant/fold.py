@@ -47,7 +47,7 @@ def fold_batchnorm_(model: nn.Module) -> list[tuple[str, str]]:
             stored = conv.parametrizations.weight.original
         else:
             stored = conv.weight
-        bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
         new_weight, new_bias = fuse_conv_bn_weights(
             stored, bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
         )

@@ -15,6 +15,7 @@ from torch import nn
 from codesign.config import TrainSpec
 from codesign.data import Dataset
 from codesign.quant.ptq import quant_layers
+from codesign.runtime import Runtime
 from codesign.train import train
 
 
@@ -46,8 +47,11 @@ def train_qat(
     state_path: str | Path | None = None,
     state_key: str | None = None,
     progress: bool = True,
+    runtime: Runtime | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune a calibrated quantized model in place with learned step sizes."""
+    """Fine-tune a calibrated quantized model in place with learned step sizes, where
+    ``runtime`` says (see :func:`codesign.train.train`; quantizers compute in fp32 under
+    ``amp="bf16"`` too)."""
     scales = enable_lsq_(model)
     scale_ids = {id(p) for p in scales}
     weights = [p for p in model.parameters() if p.requires_grad and id(p) not in scale_ids]
@@ -64,6 +68,7 @@ def train_qat(
             state_path=state_path,
             state_key=state_key,
             progress=progress,
+            runtime=runtime,
         )
     finally:
         disable_lsq_(model)

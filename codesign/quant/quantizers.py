@@ -4,11 +4,18 @@ Forward rounding uses torch's fake-quantize ops (straight-through estimator buil
 quantizer's step size is learned (LSQ, Esser et al. 2020), the forward is written out with a
 rounding STE so the gradient w.r.t. the step size follows the LSQ paper, including its
 gradient scale 1/sqrt(numel * qmax); torch's learnable fake-quant op is private API.
+
+Quantizers compute in fp32 even inside a bf16 autocast region (``--amp bf16``): bf16's 8-bit
+significand cannot hold x / s on an 8-bit grid exactly, so rounding would pick wrong codes.
+Their scales stay on the device: no forward pass reads a scale back to the host.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,12 +33,45 @@ def grad_scale(x: torch.Tensor, factor: float) -> torch.Tensor:
     return (x - x * factor).detach() + x * factor
 
 
+_Forward = Callable[[Any, torch.Tensor], torch.Tensor]
+
+
+def _autocast_on(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (torch < 2.4 asks per device kind)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:
+        if device_type == "cpu":
+            return torch.is_autocast_cpu_enabled()
+        return torch.is_autocast_enabled()
+
+
+def in_fp32(forward: _Forward) -> _Forward:
+    """Decorate a quantizer's ``forward(self, x)``: run it on fp32 ``x`` with autocast off
+    when autocast is on for ``x``'s device; unchanged otherwise."""
+
+    @functools.wraps(forward)
+    def wrapped(self: Any, x: torch.Tensor) -> torch.Tensor:
+        device_type = x.device.type
+        if not _autocast_on(device_type):
+            return forward(self, x)
+        with torch.autocast(device_type, enabled=False):
+            return forward(self, x.float())
+
+    return wrapped
+
+
 def lsq_quantize(
     x: torch.Tensor, scale: torch.Tensor, qmin: int, qmax: int, grad_factor: float
 ) -> torch.Tensor:
     """LSQ fake quantization: s * clamp(round(x / s), qmin, qmax) with learned s."""
     s = grad_scale(scale, grad_factor)
     return torch.clamp(round_ste(x / s), qmin, qmax) * s
+
+
+def _zero_point(like: torch.Tensor) -> torch.Tensor:
+    """The zero point 0 (int32, on ``like``'s device) of the symmetric grids."""
+    return torch.zeros((), dtype=torch.int32, device=like.device)
 
 
 class WeightQuantizer(nn.Module):
@@ -57,6 +97,7 @@ class WeightQuantizer(nn.Module):
         scales = weight_scales(weight, self.bits, self.per_channel, method, percentile)
         self.scale.data.copy_(scales.view_as(self.scale))
 
+    @in_fp32
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return weight
@@ -67,13 +108,13 @@ class WeightQuantizer(nn.Module):
             return torch.fake_quantize_per_channel_affine(
                 weight,
                 self.scale.detach().flatten(),
-                torch.zeros(self.scale.shape[0], dtype=torch.int32),
+                torch.zeros(self.scale.shape[0], dtype=torch.int32, device=weight.device),
                 0,
                 self.qmin,
                 self.qmax,
             )
         return torch.fake_quantize_per_tensor_affine(
-            weight, float(self.scale), 0, self.qmin, self.qmax
+            weight, self.scale.detach().reshape(()), _zero_point(weight), self.qmin, self.qmax
         )
 
     def integer_codes(self, weight: torch.Tensor) -> torch.Tensor:
@@ -103,12 +144,13 @@ class ActQuantizer(nn.Module):
         self.mode = "quantize"
         self.learn_scale = False
         self._samples: list[torch.Tensor] = []
-        self._min_seen = math.inf
+        self._min_seen: torch.Tensor | None = None  # on the device: no host sync per batch
 
     @property
     def qrange(self) -> tuple[int, int]:
         return integer_range(self.bits, bool(self.signed))
 
+    @in_fp32
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "off":
             return x
@@ -116,24 +158,27 @@ class ActQuantizer(nn.Module):
             flat = x.detach().flatten()
             stride = max(1, flat.numel() // self.SAMPLES_PER_BATCH)
             self._samples.append(flat[::stride].clone())
-            self._min_seen = min(self._min_seen, float(flat.min()))
+            low = flat.min()
+            self._min_seen = low if self._min_seen is None else torch.minimum(self._min_seen, low)
             return x
         qmin, qmax = self.qrange
         if self.learn_scale:
             factor = 1.0 / math.sqrt(x[0].numel() * qmax)
             return lsq_quantize(x, self.scale.abs() + 1e-12, qmin, qmax, factor)
-        return torch.fake_quantize_per_tensor_affine(x, float(self.scale), 0, qmin, qmax)
+        return torch.fake_quantize_per_tensor_affine(
+            x, self.scale.detach(), _zero_point(x), qmin, qmax
+        )
 
     def finish_observation(self, method: str, percentile: float = 99.99) -> None:
         """Turn the observed samples into ``signed`` and ``scale``; switch to ``quantize``."""
-        if not self._samples:
+        if not self._samples or self._min_seen is None:
             raise RuntimeError("activation quantizer saw no data during calibration")
         samples = torch.cat(self._samples)
-        self.signed.fill_(self._min_seen < 0)
+        self.signed.fill_(bool(self._min_seen < 0))
         self.scale.data.copy_(
             estimate_scale(samples, self.bits, bool(self.signed), method, percentile)
         )
-        self._samples, self._min_seen = [], math.inf
+        self._samples, self._min_seen = [], None
         self.mode = "quantize"
 
     def integer_codes(self, x: torch.Tensor) -> torch.Tensor:

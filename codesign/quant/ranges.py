@@ -39,11 +39,11 @@ def mse_scale_per_row(
     together: memory is candidates x rows x cols, so callers pass at most a few million values.
     """
     absmax = absmax_per_row(x2d)
-    ratios = torch.linspace(0.2, 1.0, candidates, dtype=x2d.dtype)
+    ratios = torch.linspace(0.2, 1.0, candidates, dtype=x2d.dtype, device=x2d.device)
     levels = float(max(qmax, -qmin)) if qmin < 0 else float(qmax)
     scales = ratios.view(-1, 1) * absmax.view(1, -1) / levels  # [candidates, rows]
     errors = []
-    for chunk in torch.split(torch.arange(candidates), max(1, candidates // 8)):
+    for chunk in torch.split(torch.arange(candidates, device=x2d.device), max(1, candidates // 8)):
         s = scales[chunk].unsqueeze(-1)  # [c, rows, 1]
         q = torch.clamp(torch.round(x2d.unsqueeze(0) / s), qmin, qmax) * s
         errors.append((q - x2d.unsqueeze(0)).abs().pow(norm).sum(-1))
@@ -63,7 +63,7 @@ def estimate_scale(
     if method == "percentile":
         magnitude = values.abs()
         if magnitude.numel() > 2**24:  # torch.quantile's input limit
-            magnitude = magnitude[torch.randperm(magnitude.numel())[: 2**24]]
+            magnitude = magnitude[torch.randperm(magnitude.numel(), device=values.device)[: 2**24]]
         clip = torch.quantile(magnitude, percentile / 100.0).clamp_min(1e-8)
         return (clip / levels).reshape(())
     if method == "mse":
@@ -71,8 +71,10 @@ def estimate_scale(
             # Bounds the search's cost for large calibration sets. 131K values is what 512
             # images give (2 batches x 64K), so the default calibration set is used whole:
             # a smaller subsample makes the chosen clip a noisier estimate.
+            # Drawn on the CPU: the same subsample on every device.
             generator = torch.Generator().manual_seed(0)
-            values = values[torch.randperm(values.numel(), generator=generator)[:MSE_SAMPLES]]
+            keep = torch.randperm(values.numel(), generator=generator)[:MSE_SAMPLES]
+            values = values[keep.to(values.device)]
         return mse_scale_per_row(values.view(1, -1), qmin, qmax).reshape(())
     raise ValueError(f"unknown range method {method!r}")
 

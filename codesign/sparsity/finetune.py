@@ -24,6 +24,7 @@ from torch import nn
 from codesign.config import SparsitySpec, TrainSpec
 from codesign.data import Dataset
 from codesign.errors import SparsityError
+from codesign.runtime import Runtime
 from codesign.sparsity.masks import NMPattern, check_level, parse_pattern
 from codesign.sparsity.prune import prune_, update_masks_, weight_masks
 from codesign.sparsity.schedules import CubicSchedule, OneShotSchedule, SparsitySchedule
@@ -94,8 +95,10 @@ def finetune_pruned(
     state_path: str | Path | None = None,
     state_key: str | None = None,
     progress: bool = True,
+    runtime: Runtime | None = None,
 ) -> dict[str, Any]:
-    """Prune ``model`` in place with ``spec`` and fine-tune it on ``dataset.train``.
+    """Prune ``model`` in place with ``spec`` and fine-tune it on ``dataset.train``, where
+    ``runtime`` says (see :func:`codesign.train.train`).
 
     ``model`` may be dense (it is pruned here) or freshly pruned by ``prune_`` with the same
     spec (e.g. to evaluate it one-shot first); under the cubic schedule its unstructured masks
@@ -148,6 +151,7 @@ def finetune_pruned(
         state_path=state_path,
         state_key=json.dumps(schedule_key, sort_keys=True),
         progress=progress,
+        runtime=runtime,
     )
     if final:
         update_masks_(model, 1.0)  # a run shorter than its schedule still ends at the level

@@ -41,16 +41,18 @@ DAMPING = 0.01  # fraction of mean(diag H) added to the diagonal (SparseGPT's de
 
 def channel_last_order(layer: nn.Module) -> torch.Tensor:
     """Column order [D] that turns im2col's (C, R, S) columns into (R, S, C)."""
+    device = layer.weight.device
     if not isinstance(layer, nn.Conv2d):
-        return torch.arange(layer.weight.shape[1])
+        return torch.arange(layer.weight.shape[1], device=device)
     channels, positions = layer.weight.shape[1], math.prod(layer.weight.shape[2:])
-    return torch.arange(channels * positions).view(channels, positions).t().reshape(-1)
+    order = torch.arange(channels * positions, device=device)
+    return order.view(channels, positions).t().reshape(-1)
 
 
 def input_hessian(layer: nn.Module, inputs: list[torch.Tensor]) -> torch.Tensor:
     """H = X^T X / P [D, D] (float64) over every im2col row of ``inputs``, columns (R, S, C)."""
     order = channel_last_order(layer)
-    hessian = torch.zeros(len(order), len(order), dtype=torch.float64)
+    hessian = torch.zeros(len(order), len(order), dtype=torch.float64, device=order.device)
     rows = 0
     for batch in inputs:
         columns = im2col(layer, batch)[:, order].double()
@@ -106,7 +108,7 @@ def sparsegpt_prune(
             f"SparseGPT could not invert the calibration Hessian ({exc}); raise the damping "
             f"(now {damping}) or give more calibration images"
         ) from None
-    removed = torch.zeros(rows, columns, dtype=torch.bool)
+    removed = torch.zeros(rows, columns, dtype=torch.bool, device=weight.device)
     if isinstance(pattern, NMPattern):
         if columns % pattern.m:
             raise SparsityError(
@@ -127,7 +129,7 @@ def sparsegpt_prune(
             count = round(total_removed * end / columns) - round(total_removed * start / columns)
             if count:
                 cost = (block**2 / diagonal**2).flatten()
-                chosen = torch.zeros(cost.numel(), dtype=torch.bool)
+                chosen = torch.zeros(cost.numel(), dtype=torch.bool, device=cost.device)
                 chosen[cost.topk(count, largest=False).indices] = True
                 removed[:, start:end] = chosen.view(rows, end - start)
         for i in range(end - start):

@@ -63,8 +63,8 @@ def search_permutation(
     if channels % m:
         raise SparsityError(f"C={channels} is not a multiple of M={m}: no N:M groups to permute")
     columns = weight.detach().abs().movedim(1, -1).reshape(-1, channels).double()
-    order = torch.arange(channels)
-    all_slots = torch.arange(channels)
+    order = torch.arange(channels, device=columns.device)
+    all_slots = torch.arange(channels, device=columns.device)
     group_of = all_slots // m
     scores = _slot_scores(columns, order, all_slots, n, m)  # [C slots, C channels]
     for _ in range(max_swaps):

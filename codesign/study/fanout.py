@@ -33,6 +33,7 @@ from codesign.errors import CodesignError, ConfigError
 from codesign.locks import LockInfo
 from codesign.pipeline.results import VariantResult
 from codesign.recipe import Recipe, VariantSpec
+from codesign.runtime import Runtime
 from codesign.study.study import Study
 from codesign.study.variants import attempt_variant, waiting_message
 
@@ -84,7 +85,7 @@ def _terminate(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def _init_worker(recipe: Recipe, out: Path, threads: int) -> None:
+def _init_worker(recipe: Recipe, out: Path, threads: int, runtime: Runtime) -> None:
     import torch
 
     from codesign.study.study import open_study
@@ -92,7 +93,7 @@ def _init_worker(recipe: Recipe, out: Path, threads: int) -> None:
     global _WORKER_STUDY
     signal.signal(signal.SIGTERM, _terminate)
     torch.set_num_threads(threads)  # the parent's count: the numbers of a serial run
-    _WORKER_STUDY = open_study(recipe, out, progress=False)
+    _WORKER_STUDY = open_study(recipe, out, progress=False, runtime=runtime)
 
 
 def _attempt_in_worker(name: str, force: bool) -> Outcome:
@@ -106,7 +107,7 @@ def _pool(study: Study, force: bool, workers: int) -> Iterator[Attempts]:
     import torch
 
     context = get_context("spawn")
-    initargs = (study.recipe, study.out, torch.get_num_threads())
+    initargs = (study.recipe, study.out, torch.get_num_threads(), study.runtime)
     pool = ProcessPoolExecutor(workers, context, _init_worker, initargs)
 
     def attempts(variants: Sequence[VariantSpec]) -> Iterator[tuple[VariantSpec, Outcome]]:
@@ -138,7 +139,8 @@ def build_variants(
     announced: set[tuple[str, str]] = set()
     pending = list(variants)
     workers = min(jobs, len(pending))
-    bar = tqdm(total=len(pending), desc="variants", unit="variant", disable=not study.progress)
+    show = study.progress and study.runtime.is_writer
+    bar = tqdm(total=len(pending), desc="variants", unit="variant", disable=not show)
     scope = (
         _pool(study, force, workers)
         if workers > 1

@@ -65,8 +65,15 @@ def data_digest(dataset: Dataset, spec: DataSpec) -> dict[str, Any]:
 
 
 def study_key_material(study: Study) -> dict[str, Any]:
-    """Everything besides a variant's own steps that its result depends on."""
+    """Everything besides a variant's own steps that its result depends on. Mixed precision
+    (``amp``) changes what training computes, so a bf16 study keys its variants apart (an
+    fp32 study's keys are unchanged). The device, the thread count and the number of
+    processes stay out: they move figures only within run-to-run noise (rounding order;
+    under torchrun, batch-norm statistics of each rank's share of a batch), and a study
+    resumed on another machine reuses what it already built."""
+    amp = {"amp": study.runtime.amp} if study.runtime.amp != "off" else {}
     return {
+        **amp,
         "model": study.model_name,
         "checkpoint_sha256": study.checkpoint_sha256,
         "data_sha256": study.data_sha256,

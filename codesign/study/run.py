@@ -13,9 +13,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from codesign import distributed
 from codesign.errors import ConfigError, ResultError
 from codesign.pipeline.results import VariantResult
 from codesign.recipe import Recipe
+from codesign.runtime import Runtime
 from codesign.study.fanout import build_variants, select_variants
 from codesign.study.manifest import read_manifest, write_manifest
 from codesign.study.study import Study, check_out_dir, open_study
@@ -36,7 +38,14 @@ def run_study(
     built in ``jobs`` processes alongside any other process working on the same OUT; returns
     their results. Writes ``OUT/study.json`` first (see :mod:`codesign.study.manifest`)."""
     selected = select_variants(study.recipe, variants)
-    write_manifest(study)
+    if jobs > 1 and study.runtime.distributed:
+        raise ConfigError(
+            "--jobs builds variants in local worker processes and cannot be combined with "
+            "torchrun: drop --jobs (the ranks build each variant together)"
+        )
+    if study.runtime.is_writer:
+        write_manifest(study)
+    distributed.barrier()
     return build_variants(study, selected, force=force, jobs=jobs)
 
 
@@ -53,9 +62,11 @@ def write_study_report(
     results = build_results(resolved, scored, search)
     timings = {v.variant: v.timing for v in scored}
     figures_from = list(scored) + ([v.result for v in search.verified] if search else [])
-    write_report(out, results, resolved, figures_from, timings)
-    print(summary_table(results))
-    print(f"report: {out / 'report.html'}")
+    if distributed.is_writer():
+        write_report(out, results, resolved, figures_from, timings)
+        print(summary_table(results))
+        print(f"report: {out / 'report.html'}")
+    distributed.barrier()
     return results.to_json()
 
 
@@ -70,6 +81,7 @@ def run_recipe(
     scored: list[VariantResult] | None = None,
     variants: Sequence[str] | None = None,
     jobs: int = 1,
+    runtime: Runtime | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the variants of ``recipe`` into ``out`` and write the report files.
 
@@ -81,11 +93,13 @@ def run_recipe(
     are all of them no report is written (a report of part of a study would rank part of
     it); the return value is then ``{"built": [names], "report": None}``. ``jobs`` worker
     processes build them.
+    ``runtime`` (default: one CPU process) is where a study opened here computes; under
+    torchrun every rank builds every variant and rank 0 alone writes the files.
     """
     out = Path(out)
     check_out_dir(out)
     selected = select_variants(recipe, variants)  # an unknown name stops here, before work
-    study = study or open_study(recipe, out, progress)
+    study = study or open_study(recipe, out, progress, runtime)
     if scored is None:
         scored = run_study(study, force=force, variants=variants, jobs=jobs)
     if len(selected) < len(recipe.variants):

@@ -23,6 +23,7 @@ from codesign.io import sha256_of, write_json_atomic
 from codesign.locks import wait_lock
 from codesign.pipeline import load_model, model_kwargs_for, save_model
 from codesign.recipe import Recipe, digest, resolve_checkpoint, resolve_named_file
+from codesign.runtime import Runtime
 from codesign.study.keys import data_digest, study_key_material
 from codesign.study.manifest import check_recipe_fits
 
@@ -59,6 +60,7 @@ class Study:
     datapaths: tuple[Datapath, ...]
     out: Path
     progress: bool = True
+    runtime: Runtime = dataclasses.field(default_factory=Runtime)
 
     @functools.cached_property
     def data_sha256(self) -> str:
@@ -98,21 +100,34 @@ def load_datapaths(names: Sequence[str], energy_name: str) -> tuple[Datapath, ..
     return tuple(datapaths)
 
 
-def _train_baseline(recipe: Recipe, dataset: Dataset, out: Path, progress: bool) -> Path:
-    """Train the recipe's float model from scratch once (cached as OUT/baseline/model.pt)."""
+def _train_baseline(
+    recipe: Recipe, dataset: Dataset, out: Path, progress: bool, runtime: Runtime
+) -> Path:
+    """Train the recipe's float model from scratch once (cached as OUT/baseline/model.pt;
+    rank 0 writes it, the other ranks wait for it)."""
+    from codesign import distributed
+
     path = out / "baseline" / "model.pt"
-    if path.is_file():
+    if distributed.all_true(path.is_file()):
+        return path
+    if runtime.distributed:
+        # The ranks of one torchrun train together and meet at barriers; a file lock would
+        # make rank 1 wait for rank 0 while rank 0 waits for rank 1 in a collective.
+        _train_baseline_locked(recipe, dataset, path, progress, runtime)
         return path
     # Processes starting together on one OUT: one trains, the others wait and load its model.
     message = f"codesign: the baseline {path} is being trained by " + "{holder}; waiting for it"
     with wait_lock(out / "baseline.lock", "baseline training", message):
         if not path.is_file():
-            _train_baseline_locked(recipe, dataset, path, progress)
+            _train_baseline_locked(recipe, dataset, path, progress, runtime)
     return path
 
 
-def _train_baseline_locked(recipe: Recipe, dataset: Dataset, path: Path, progress: bool) -> None:
-    """Train and save the baseline at ``path``, its lock held."""
+def _train_baseline_locked(
+    recipe: Recipe, dataset: Dataset, path: Path, progress: bool, runtime: Runtime
+) -> None:
+    """Train and save the baseline at ``path``, its lock held (or its ranks together)."""
+    from codesign import distributed
     from codesign.models import create_model
     from codesign.train import train
 
@@ -121,13 +136,23 @@ def _train_baseline_locked(recipe: Recipe, dataset: Dataset, path: Path, progres
     kwargs = {"num_classes": dataset.num_classes, "in_channels": dataset.in_channels}
     model = create_model(recipe.model.name, **kwargs)
     spec = dataclasses.replace(recipe.train, seed=recipe.seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if runtime.is_writer:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()
     history = train(
-        model, dataset, spec, state_path=path.parent / "train_state.pt", progress=progress
+        model,
+        dataset,
+        spec,
+        state_path=path.parent / "train_state.pt",
+        progress=progress,
+        runtime=runtime,
     )
-    save_model(path, model, recipe.model.name, {"train": spec.to_dict()}, model_kwargs_for(model))
-    write_json_atomic(path.parent / "train.json", {"train_seconds": history["train_seconds"]})
-    (path.parent / "train_state.pt").unlink(missing_ok=True)
+    if runtime.is_writer:
+        recipe_table = {"train": spec.to_dict()}
+        save_model(path, model, recipe.model.name, recipe_table, model_kwargs_for(model))
+        write_json_atomic(path.parent / "train.json", {"train_seconds": history["train_seconds"]})
+        (path.parent / "train_state.pt").unlink(missing_ok=True)
+    distributed.barrier()
 
 
 def _load_data(recipe: Recipe) -> Dataset:
@@ -149,18 +174,22 @@ def _load_data(recipe: Recipe) -> Dataset:
     return dataset
 
 
-def open_study(recipe: Recipe, out: str | Path, progress: bool = True) -> Study:
+def open_study(
+    recipe: Recipe, out: str | Path, progress: bool = True, runtime: Runtime | None = None
+) -> Study:
     """Load the data, the float model (training it first if the recipe says so) and the
     datapaths; every input error surfaces here, before any variant runs, and so does an
-    ``out`` that holds the study of another recipe."""
+    ``out`` that holds the study of another recipe. ``runtime`` (default: one CPU process)
+    is where the variants are built and scored."""
     out = Path(out)
     check_recipe_fits(out, recipe)
+    runtime = runtime if runtime is not None else Runtime()
     datapaths = load_datapaths(recipe.hardware.archs, recipe.hardware.energy)
     dataset = _load_data(recipe)
     if recipe.model.checkpoint is not None:
         checkpoint = resolve_checkpoint(recipe.model.checkpoint)
     else:
-        checkpoint = _train_baseline(recipe, dataset, out, progress)
+        checkpoint = _train_baseline(recipe, dataset, out, progress, runtime)
     model_kwargs = {
         k: v
         for k, v in (
@@ -170,6 +199,7 @@ def open_study(recipe: Recipe, out: str | Path, progress: bool = True) -> Study:
         if v is not None
     }
     float_model, name, _ = load_model(checkpoint, recipe.model.name, **model_kwargs)
+    float_model.to(runtime.torch_device)
     return Study(
         recipe=recipe,
         float_model=float_model,
@@ -179,6 +209,7 @@ def open_study(recipe: Recipe, out: str | Path, progress: bool = True) -> Study:
         datapaths=datapaths,
         out=out,
         progress=progress,
+        runtime=runtime,
     )
 
 

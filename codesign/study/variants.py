@@ -27,6 +27,7 @@ from pathlib import Path
 
 from torch import nn
 
+from codesign import distributed
 from codesign.data import evaluate, make_forward_loop
 from codesign.data.datasets import Split
 from codesign.data.subsets import SubsetInfo
@@ -64,6 +65,7 @@ def build_variant(study: Study, variant: VariantSpec) -> tuple[nn.Module, BuildI
         seed=study.recipe.seed,
         calib_samples=study.recipe.data.calib_samples,
         progress=study.progress,
+        runtime=study.runtime,
     )
     steps = variant_steps(variant.sparsity, variant.finetune, variant.quant, variant.qat)
     return build(ctx, steps)
@@ -108,12 +110,13 @@ def score_model(
     """
     from codesign.sparsity import sparsity_report
 
+    device = study.runtime.torch_device
     split = test if test is not None else study.dataset.test
-    accuracy = evaluate(model, split)
+    accuracy = evaluate(model, split, device=device)
     validation = study.dataset.validation
     assert validation is not None and study.dataset.validation_info is not None
     images, captured = study.dataset.capture_set(study.recipe.data.capture_samples)
-    records = capture(model, make_forward_loop(images, CAPTURE_BATCH))
+    records = capture(model, make_forward_loop(images, CAPTURE_BATCH, device=device))
     report = sparsity_report(model)
     weight_density, act_density, effectual = measured_densities(records)
     return VariantResult(
@@ -123,7 +126,7 @@ def score_model(
         top1=float(accuracy["top1"]),
         correct=int(accuracy["correct"]),
         samples=int(accuracy["samples"]),
-        val_top1=float(evaluate(model, validation)["top1"]),
+        val_top1=float(evaluate(model, validation, device=device)["top1"]),
         subsets={"validation": study.dataset.validation_info, "capture": captured},
         weight_sparsity=report["sparsity"],
         captured_samples=records[0].n,
@@ -152,10 +155,17 @@ def read_cached(path: Path, key: str) -> VariantResult:
     return VariantResult.from_json(data)
 
 
-def write_result(path: Path, result: VariantResult) -> VariantResult:
+def write_result(path: Path, result: VariantResult, writer: bool = True) -> VariantResult:
     """Write ``variant.json`` (and its sha256); returns the result as read back, so a fresh
-    run and a resumed one hand identical values onward."""
-    return VariantResult.from_json(write_json_verified(path, result.to_json()))
+    run and a resumed one hand identical values onward. Without ``writer`` (a rank other
+    than 0) nothing is written and the same JSON round trip is returned."""
+    distributed.barrier()  # every rank has read ``path`` before rank 0 replaces it
+    if writer:
+        data = write_json_verified(path, result.to_json())
+    else:
+        data = json.loads(json.dumps(result.to_json()))
+    distributed.barrier()
+    return VariantResult.from_json(data)
 
 
 def variant_lock_path(directory: Path) -> Path:
@@ -181,7 +191,11 @@ def attempt_variant(
     study: Study, variant: VariantSpec, force: bool = False
 ) -> VariantResult | LockInfo:
     """One try at a variant without waiting: its cached result, or its result built under its
-    lock, or the :class:`LockInfo` of the live process that holds the lock now."""
+    lock, or the :class:`LockInfo` of the live process that holds the lock now. The ranks of
+    one torchrun build together without the lock (they agree at collectives: a lock would
+    leave rank 1 waiting for rank 0 while rank 0 waits for rank 1)."""
+    if study.runtime.distributed:
+        return _build_or_reuse(study, variant, force)
     if not force:
         cached = reuse_cached(study, variant)
         if cached is not None:
@@ -239,7 +253,10 @@ def _build_or_reuse(study: Study, variant: VariantSpec, force: bool) -> VariantR
     """:func:`run_variant`'s work, with the variant's lock held."""
     directory, key = variant_dir(study, variant)
     result_path = directory / VARIANT_FILE
-    if not force and result_path.exists():
+    writer = study.runtime.is_writer
+    # Every rank takes the same decision (reuse or build): a rank that built alone would wait
+    # forever in a collective the others never enter.
+    if not force and distributed.all_true(result_path.exists()):
         try:
             cached = read_cached(result_path, key)
         except ResultError as reason:
@@ -251,18 +268,19 @@ def _build_or_reuse(study: Study, variant: VariantSpec, force: bool) -> VariantR
             # Same steps under another spelling (e.g. a zero-epoch fine-tune table): the
             # numbers hold, the name and config are the current ones.
             named = dataclasses.replace(cached, variant=variant.name, config=variant.to_dict())
-            return write_result(result_path, named)
+            return write_result(result_path, named, writer)
     started_utc = utc_now_iso()
     started = time.perf_counter()
     model, info = build_variant(study, variant)
     scored = score_model(study, model, key=key)
-    directory.mkdir(parents=True, exist_ok=True)
     recipe = {}
     if variant.sparsity is not None:
         recipe["sparsity"] = variant.sparsity.to_dict()
     if variant.quant is not None:
         recipe["quant"] = variant.quant.to_dict()
-    save_model(directory / "model.pt", model, study.model_name, recipe, model_kwargs_for(model))
+    if writer:
+        directory.mkdir(parents=True, exist_ok=True)
+        save_model(directory / "model.pt", model, study.model_name, recipe, model_kwargs_for(model))
     result = dataclasses.replace(
         scored,
         variant=variant.name,
@@ -275,6 +293,7 @@ def _build_or_reuse(study: Study, variant: VariantSpec, force: bool) -> VariantR
         pruning=dict(info.pruning),
         timing=Timing(info.train_seconds, info.calib_seconds, time.perf_counter() - started),
     )
-    written = write_result(result_path, result)
-    _record_build(directory, started_utc, time.perf_counter() - started)
+    written = write_result(result_path, result, writer)
+    if writer:
+        _record_build(directory, started_utc, time.perf_counter() - started)
     return written

@@ -88,16 +88,19 @@ class SearchTables:
 def accuracies(model: nn.Module, split: Split, batch_size: int = 512) -> tuple[float, float]:
     """(top-1 %, soft accuracy %): the soft one is the mean probability given to the true
     class, a smooth measure in the same units that moves before predictions flip."""
-    from codesign.data.loops import batches
+    from codesign.data.loops import batches, model_device
 
+    device = model_device(model)
     model.eval()
-    correct, soft = 0, 0.0
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    soft = torch.zeros((), dtype=torch.float64, device=device)
     with torch.no_grad():
         for images, labels in batches(split, batch_size):
-            logits = model(images)
-            correct += int((logits.argmax(1) == labels).sum())
-            soft += float(logits.softmax(1).gather(1, labels[:, None]).sum())
-    return 100.0 * correct / len(split), 100.0 * soft / len(split)
+            logits = model(images.to(device, non_blocking=True))
+            labels = labels.to(device, non_blocking=True)
+            correct += (logits.argmax(1) == labels).sum()
+            soft += logits.softmax(1).gather(1, labels[:, None]).sum().double()
+    return 100.0 * int(correct) / len(split), 100.0 * float(soft) / len(split)
 
 
 def _swap_layer(reference: nn.Module, donor: nn.Module, name: str) -> nn.Module:
