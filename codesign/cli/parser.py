@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from codesign.cli.options import add_common, add_quant_args, positive_int
+from codesign.cli.options import add_common, add_quant_args, add_stream_options, positive_int
 from codesign.config import DEFAULT_QAT, PRUNE_METHODS
 
 DESCRIPTION = (
@@ -42,7 +42,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _study_options(p: argparse.ArgumentParser, force_help: str) -> None:
-    """--out, --data, --force and --quiet of the commands that run a recipe."""
+    """--out, --data, --stream, --workers, --force and --quiet of the commands that run a
+    recipe."""
     p.add_argument(
         "--out", required=True, type=Path, help="output directory for the report (required)"
     )
@@ -50,6 +51,7 @@ def _study_options(p: argparse.ArgumentParser, force_help: str) -> None:
         "--data",
         help="replace the recipe's data source, e.g. imagefolder:DIR (default: the recipe's)",
     )
+    add_stream_options(p)  # replaces the recipe's [data] stream / workers when given
     p.add_argument("--force", action="store_true", help=force_help)
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: show them)")
 

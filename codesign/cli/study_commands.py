@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from codesign.cli.common import with_data_options
 from codesign.resources import bundled_checkpoint, resolve_recipe
 
 # The bundled digits ResNet-8 that the ``digits`` recipe starts from.
@@ -50,6 +51,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.study import run_recipe
 
     recipe = load_recipe(resolve_recipe(args.recipe), data_override=args.data)
+    recipe = with_data_options(recipe, args)
     return run_recipe(recipe, args.out, force=args.force, progress=not args.quiet)
 
 
@@ -59,6 +61,7 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.study.search import run_search
 
     recipe = load_recipe(resolve_recipe(args.recipe), data_override=args.data)
+    recipe = with_data_options(recipe, args)
     study = open_study(recipe, args.out, progress=not args.quiet)
     scored = run_study(study, force=args.force)
     search = run_search(
