@@ -90,22 +90,26 @@ def test_streamed_gives_the_preloaded_tensors_labels_and_subsets(
     assert torch.equal(torch.cat(seen_pre), torch.cat(seen_streamed))
 
 
-def test_subsets_come_from_labels_without_decoding(folder, monkeypatch):
-    def refuse(self, index):
-        raise AssertionError("decoded an image to draw a subset")
-
-    monkeypatch.setattr(FolderSource, "image", refuse)
+def test_subsets_come_from_labels_and_decode_only_their_images(folder, monkeypatch):
+    decoded = []
+    image = FolderSource.image
+    monkeypatch.setattr(FolderSource, "image", lambda self, i: decoded.append(i) or image(self, i))
     data = load_dataset(f"imagefolder:{folder}", image_size=16, stream=True, max_train=15)
-    calibration, info = data.calibration_set(6)
-    assert info.per_class == (2, 2, 2) and len(calibration) == 6
     assert sum(data.validation_info.per_class) == len(data.validation) == 2
-    full = load_dataset(f"imagefolder:{folder}", image_size=16, stream=True)
-    assert len(full.train) + len(full.validation) == 18
     assert torch.bincount(torch.cat([data.train.labels, data.validation.labels])).tolist() == [
         5,
         5,
         5,
     ]
+    assert decoded == []  # indexing, capping and carving read no image
+    calibration, info = data.calibration_set(6)
+    assert info.per_class == (2, 2, 2) and len(decoded) == 6
+    # A small subset is decoded once and held; its tensors are the streamed batches'.
+    assert isinstance(calibration, Split) and calibration.labels.bincount().tolist() == [2, 2, 2]
+    model = create_model("resnet8", num_classes=CLASSES).eval()
+    for _ in range(3):
+        evaluate(model, calibration)
+    assert len(decoded) == 6
 
 
 def test_training_batches_do_not_depend_on_workers_and_change_per_epoch(uniform):

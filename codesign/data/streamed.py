@@ -31,7 +31,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from codesign.data.folders import capped_indices, index_folder, split_dirs
+from codesign.data.folders import FLOAT32_BYTES, capped_indices, index_folder, split_dirs
+from codesign.data.splits import Split
 from codesign.data.subsets import stream_seed
 from codesign.errors import DataError
 
@@ -266,6 +267,18 @@ class StreamedSplit:
     def identity(self) -> str:
         """sha256 (hex) of which images the split holds, in order (see the source)."""
         return self.source.identity(self.indices)
+
+    @property
+    def decoded_bytes(self) -> int:
+        """Bytes of the whole split decoded to float32."""
+        count, channels, height, width = self.shape
+        return count * channels * height * width * FLOAT32_BYTES
+
+    def preload(self, batch_size: int = 256) -> Split:
+        """The split decoded once into a preloaded :class:`Split` (evaluation transforms):
+        the same tensors its batches yield, read from memory on every later pass."""
+        pairs = list(self.batches(batch_size))
+        return Split(torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs]))
 
     def batches(
         self,
