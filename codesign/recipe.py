@@ -99,9 +99,11 @@ class DataSpec:
     the search reads; never calibrated or trained on). ``calib_samples`` training images
     calibrate PTQ; ``capture_samples`` validation images are run through the hooked model for
     the hardware model; ``eval_samples`` caps the test images scored (0: all).
-    ``image_size`` resizes and centre-crops ImageFolder images (ImageNet);
+    ``image_size`` resizes and centre-crops ImageFolder and CIFAR-10 images (ImageNet);
     ``max_train_samples`` / ``max_test_samples`` load only that many images (0: all). Every
-    subset is a class-stratified sample seeded by ``subset_seed``.
+    subset is a class-stratified sample seeded by ``subset_seed``. ``stream``: decode
+    ImageFolder / CIFAR-10 images per batch with a DataLoader of ``workers`` processes
+    (default: the usable cores less one, at most 8) instead of preloading them.
     """
 
     source: Annotated[str, NOT_BLANK] = "digits"
@@ -116,6 +118,8 @@ class DataSpec:
         DEFAULT_VALIDATION_FRACTION
     )
     subset_seed: Count = 0
+    stream: bool = False
+    workers: Count | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -101,7 +101,8 @@ def bundled_checkpoint(stem: str) -> Path:
 
 
 def resolve_checkpoint(value: str) -> Path:
-    """A checkpoint path, or ``bundled:<stem>`` for one shipped inside the package."""
+    """A checkpoint path (``~`` expanded), or ``bundled:<stem>`` for one shipped inside the
+    package."""
     if value.startswith(BUNDLED_PREFIX):
         return bundled_checkpoint(value[len(BUNDLED_PREFIX) :])
-    return Path(value)
+    return Path(value).expanduser()  # TOML has no shell to expand ~/.cache/...

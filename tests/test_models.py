@@ -95,3 +95,64 @@ def test_foreign_resnet20_checkpoint_loads_as_is():
     model = create_model("resnet20")
     load_state_into(model, state, "shared")
     assert torch.equal(model.linear.weight, state["linear.weight"])
+
+
+def _torchvision_file(directory, name: str, file_name: str, **kwargs) -> object:
+    """A torchvision state dict saved as torchvision's download would be (no codesign
+    metadata, no sha256 beside it), under the file name torch.hub gives it."""
+    import torchvision
+
+    path = directory / file_name
+    state = getattr(torchvision.models, name)(weights=None, **kwargs).state_dict()
+    torch.save(state, path)
+    return path, state
+
+
+@pytest.mark.parametrize(
+    "name, file_name",
+    [("resnet18", "resnet18-f37072fd.pth"), ("resnet50", "resnet50-11ad3fa6.pth")],
+)
+def test_torchvision_checkpoints_load_as_they_are(tmp_path, name, file_name):
+    path, state = _torchvision_file(tmp_path, name, file_name)
+    assert infer_model(read_checkpoint(path)) == (name, {"num_classes": 1000, "in_channels": 3})
+    model, inferred, recipe = load_model(path)
+    assert inferred == name and recipe == {}
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50"])
+def test_torchvision_resnet_inferred_from_keys_and_shapes(name):
+    import torchvision
+
+    with torch.device("meta"):  # keys and shapes only: nothing is allocated or initialised
+        state = getattr(torchvision.models, name)(weights=None, num_classes=5).state_dict()
+    assert infer_model({"state_dict": state}) == (name, {"num_classes": 5, "in_channels": 3})
+    prefixed = {f"module.{k}": v for k, v in state.items()}  # saved from nn.DataParallel
+    assert infer_model(prefixed)[0] == name
+
+
+def test_torchvision_checkpoint_fine_tuned_to_7_classes_loads_with_7(tmp_path):
+    path, state = _torchvision_file(tmp_path, "resnet18", "resnet18-f37072fd.pth", num_classes=7)
+    for given in (None, "resnet18"):  # inferred, or named as a recipe's model.name does
+        model, _, _ = load_model(path, given)
+        assert model.fc.out_features == 7
+        assert torch.equal(model.fc.weight, state["fc.weight"])
+    with pytest.raises(CheckpointError, match=r"fc.weight has shape \(7, 512\)"):
+        load_model(path, "resnet18", num_classes=1000)  # an explicit contradiction
+
+
+def test_unregistered_torchvision_resnet_is_named():
+    import torchvision
+
+    with torch.device("meta"):
+        wide = torchvision.models.wide_resnet50_2(weights=None).state_dict()
+    with pytest.raises(CheckpointError, match=r"bottleneck blocks \[3, 4, 6, 3\].*width 128"):
+        infer_model(wide)
+
+
+def test_imagenet_input_size_only_for_the_imagenet_stem():
+    from codesign.models import imagenet_input_size
+
+    assert imagenet_input_size(create_model("resnet18")) == 224
+    assert imagenet_input_size(create_model("resnet18", cifar_stem=True)) is None
+    assert imagenet_input_size(create_model("resnet20")) is None

@@ -28,16 +28,52 @@ def start_runtime(args: argparse.Namespace, recipe: Any = None) -> Any:
     return start(make_runtime(device, amp, args.threads, seed))
 
 
-def load_data(args: argparse.Namespace) -> Any:
-    """The data set of ``--data``, with its seeded, class-stratified validation split."""
+def load_data(args: argparse.Namespace, model: Any = None) -> Any:
+    """The data set of ``--data``, with its seeded, class-stratified validation split;
+    ``--image-size`` defaults to what ``model`` expects on an image folder (224 for a
+    torchvision ImageNet ResNet), else images as stored."""
     from codesign.data import load_dataset
+    from codesign.models import imagenet_input_size
 
+    image_size = args.image_size
+    if image_size is None and model is not None and args.data.startswith("imagefolder:"):
+        image_size = imagenet_input_size(model)
     return load_dataset(
         args.data,
         args.download,
+        image_size=image_size,
         validation_fraction=args.validation_fraction,
         subset_seed=args.subset_seed,
+        stream=args.stream,
+        loader=loader_settings(args.workers),
     )
+
+
+def loader_settings(workers: int | None) -> Any:
+    """How streamed splits are read: ``workers`` decoding processes (None: the default
+    number), batches pinned in page-locked memory when a CUDA device is present."""
+    import torch
+
+    from codesign.data import LoaderSettings, default_workers
+
+    return LoaderSettings(
+        workers=default_workers() if workers is None else workers,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def with_data_options(recipe: Any, args: argparse.Namespace) -> Any:
+    """``recipe`` with ``--stream`` / ``--workers`` written into its ``[data]`` table."""
+    import dataclasses
+
+    changes: dict[str, Any] = {}
+    if args.stream:
+        changes["stream"] = True
+    if args.workers is not None:
+        changes["workers"] = args.workers
+    if not changes:
+        return recipe
+    return dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, **changes))
 
 
 def subsets(dataset: Any, info: Any = None) -> dict[str, Any]:

@@ -25,7 +25,7 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     runtime = start_runtime(args)
     model, _, _ = load_model(args.checkpoint, args.model)
     model.to(runtime.torch_device)
-    dataset = load_data(args)
+    dataset = load_data(args, model)
     result = evaluate(model, dataset.test)
     top1 = {"top1": float(result["top1"]), "samples": result["samples"]}
     return finish(args.out, top1, len(dataset.test), args.seed, runtime)
@@ -81,7 +81,7 @@ def cmd_ptq(args: argparse.Namespace) -> dict[str, Any]:
     runtime = start_runtime(args)
     spec = specs.quant_spec(args)
     float_model, name, recipe = load_model(args.checkpoint, args.model)
-    dataset = load_data(args)
+    dataset = load_data(args, float_model)
     model, info = _build(args, float_model, dataset, variant_steps(quant=spec), runtime)
     result = {
         "fp32_top1": top1(float_model, dataset),
@@ -103,7 +103,7 @@ def cmd_qat(args: argparse.Namespace) -> dict[str, Any]:
     spec = specs.quant_spec(args)
     train_spec = specs.qat_train_spec(args)
     float_model, name, recipe = load_model(args.checkpoint, args.model)
-    dataset = load_data(args)
+    dataset = load_data(args, float_model)
     steps = variant_steps(quant=spec, qat=train_spec)
     model, info = _build(args, float_model, dataset, steps, runtime)
     result = {
@@ -177,7 +177,7 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("--schedule cubic prunes during fine-tuning: give --epochs >= 1")
     quant_spec = specs.quant_spec(args) if args.weight_bits is not None else None
     float_model, name, recipe = load_model(args.checkpoint, args.model)
-    dataset = load_data(args)
+    dataset = load_data(args, float_model)
     steps = variant_steps(sparsity=spec, finetune=train_spec, quant=quant_spec)
     cpu_started = time.process_time()  # all threads: wall time hides contention
     model, info = _build(args, float_model, dataset, steps, runtime)

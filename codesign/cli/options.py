@@ -115,6 +115,17 @@ def add_common(parser: argparse.ArgumentParser, checkpoint: bool = True) -> None
         help="let cifar10:DIR download CIFAR-10 when it is missing (default: never download)",
     )
     parser.add_argument(
+        "--image-size",
+        type=positive_int,
+        help="resize (shorter side to N*256/224) and centre-crop imagefolder/cifar10 images to "
+        "N (default: 224 for a torchvision ImageNet checkpoint on an image folder, else as "
+        "stored)"
+        if checkpoint
+        else "resize (shorter side to N*256/224) and centre-crop imagefolder/cifar10 images "
+        "to N (default: as stored)",
+    )
+    add_stream_options(parser)
+    parser.add_argument(
         "--out", required=True, type=Path, help="output directory for result.json (required)"
     )
     parser.add_argument(
@@ -141,6 +152,34 @@ def add_common(parser: argparse.ArgumentParser, checkpoint: bool = True) -> None
         "(default: %(default)s)",
     )
     add_runtime(parser)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def add_stream_options(parser: argparse.ArgumentParser) -> None:
+    """--stream and --workers: decode image folders per batch instead of preloading them."""
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="decode imagefolder:DIR / cifar10:DIR images batch by batch with a DataLoader "
+        "(random resized crops and flips for training) instead of loading them into memory; "
+        "for data larger than memory (default: preload)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=non_negative_int,
+        help="DataLoader worker processes that decode streamed images; 0 decodes in the main "
+        "process; results do not depend on it (default: the usable cores less one, at most 8)",
+    )
 
 
 def add_quant_args(parser: argparse.ArgumentParser, required: bool = True) -> None:

@@ -14,6 +14,7 @@ from codesign.cli.options import (
     add_common,
     add_quant_args,
     add_runtime,
+    add_stream_options,
     name_list,
     positive_int,
 )
@@ -49,7 +50,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _study_options(p: argparse.ArgumentParser, force_help: str) -> None:
-    """--out, --data, --force and --quiet of the commands that run a recipe."""
+    """--out, --data, --stream, --workers, --force and --quiet of the commands that run a
+    recipe."""
     p.add_argument(
         "--out", required=True, type=Path, help="output directory for the report (required)"
     )
@@ -57,6 +59,7 @@ def _study_options(p: argparse.ArgumentParser, force_help: str) -> None:
         "--data",
         help="replace the recipe's data source, e.g. imagefolder:DIR (default: the recipe's)",
     )
+    add_stream_options(p)  # replaces the recipe's [data] stream / workers when given
     p.add_argument("--force", action="store_true", help=force_help)
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: show them)")
     add_runtime(p, recipe=True)

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from codesign.cli.common import start_runtime
+from codesign.cli.common import start_runtime, with_data_options
 from codesign.errors import ConfigError
 from codesign.resources import bundled_checkpoint, resolve_recipe
 
@@ -53,6 +53,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.study import run_recipe
 
     recipe = load_recipe(resolve_recipe(args.recipe), data_override=args.data)
+    recipe = with_data_options(recipe, args)
     runtime = start_runtime(args, recipe)
     return run_recipe(
         recipe,
@@ -77,6 +78,7 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.study.search import run_search
 
     recipe = load_recipe(resolve_recipe(args.recipe), data_override=args.data)
+    recipe = with_data_options(recipe, args)
     runtime = start_runtime(args, recipe)
     if runtime.distributed:
         raise ConfigError(

@@ -1,25 +1,43 @@
-"""Data: preloaded tensor data sets and the forward loops built on them."""
+"""Data: preloaded and streamed splits behind one interface, and the forward loops on them."""
 
 from codesign.data.datasets import (
     CIFAR_MEAN,
     CIFAR_STD,
     DATA_KINDS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     Dataset,
+    DataSplit,
     Split,
     load_dataset,
 )
-from codesign.data.loops import ForwardLoop, augment, batches, evaluate, make_forward_loop
+from codesign.data.loops import (
+    ForwardLoop,
+    augment,
+    batches,
+    evaluate,
+    make_forward_loop,
+    training_batches,
+)
+from codesign.data.streamed import LoaderSettings, StreamedSplit, default_workers
 
 __all__ = [
     "CIFAR_MEAN",
     "CIFAR_STD",
     "DATA_KINDS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "DataSplit",
     "Dataset",
     "ForwardLoop",
+    "LoaderSettings",
     "Split",
+    "StreamedSplit",
     "augment",
     "batches",
+    "default_workers",
     "evaluate",
     "load_dataset",
     "make_forward_loop",
+    "training_batches",
 ]

@@ -1,8 +1,15 @@
-"""Data sets as preloaded tensors: the embedded digits, CIFAR-10, any ImageFolder, npz.
+"""Data sets: the embedded digits, CIFAR-10, any ImageFolder, npz; preloaded or streamed.
 
-Everything here is small enough to decode once into memory (CIFAR-10 is 180 MB as uint8), which
-makes every later pass (calibration, evaluation, capture, fine-tuning epochs) a tensor slice
-instead of a PNG decode per image per epoch.
+By default a data set is decoded once into memory (CIFAR-10 is 180 MB as uint8), which makes
+every later pass (calibration, evaluation, capture, fine-tuning epochs) a tensor slice instead
+of a PNG decode per image per epoch. With ``stream=True``, ImageFolder and CIFAR-10 splits are
+decoded per batch by a DataLoader instead (:mod:`codesign.data.streamed`), for data larger than
+memory; both kinds of split offer the same :class:`DataSplit` interface, and a preloaded split
+too large for memory is refused before decoding, with a pointer to streaming.
+
+Streaming is asked for, never switched on by size: its training augmentation (random resized
+crops) differs from the preloaded one (padded crops), so the same recipe must not change its
+numbers because a folder grew past a threshold.
 
 Data specs (the CLI's ``--data``):
 - ``digits``: ``sklearn.datasets.load_digits`` (ships inside scikit-learn), 8x8 grey images,
@@ -22,43 +29,34 @@ class-stratified sample (:mod:`codesign.data.subsets`), never a prefix.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from codesign.config import DEFAULT_VALIDATION_FRACTION
+from codesign.data.folders import capped_indices, check_fits_in_memory, index_folder, split_dirs
+from codesign.data.splits import DataSplit, Split, stratified
+from codesign.data.streamed import (
+    FolderSource,
+    LoaderSettings,
+    StreamedSplit,
+    eval_resize_size,
+    streamed_cifar10,
+    streamed_imagefolder,
+)
 from codesign.data.subsets import SubsetInfo, stratified_indices, subset_info
 from codesign.errors import DataError
 
-# ImageNet statistics; the shared CIFAR ResNet-20 checkpoint was trained with them.
-CIFAR_MEAN = (0.485, 0.456, 0.406)
-CIFAR_STD = (0.229, 0.224, 0.225)
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Split:
-    """Normalised images [N, C, H, W] float32 and labels [N] int64."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def select(self, indices: torch.Tensor) -> Split:
-        """The samples at ``indices`` (int64 [n]), in that order."""
-        return Split(self.images[indices], self.labels[indices])
-
-
-def stratified(
-    split: Split, count: int | None, seed: int, purpose: str, num_classes: int
-) -> tuple[Split, SubsetInfo]:
-    """A seeded class-stratified sample of ``count`` samples of ``split`` (all of them, in a
-    seeded order, when ``count`` is None or not smaller) and its :class:`SubsetInfo`."""
-    wanted = len(split) if count is None else count
-    indices = stratified_indices(split.labels, wanted, seed, purpose, num_classes)
-    return split.select(indices), subset_info(split.labels, indices, num_classes)
+# ImageNet statistics (torchvision's pretrained models); the shared CIFAR ResNet-20 checkpoint
+# was trained with them too, so every RGB data set here is normalised with them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR_MEAN, CIFAR_STD = IMAGENET_MEAN, IMAGENET_STD
+# A streamed subset up to this size (float32) is decoded once and held: 1,782 images at 224.
+SUBSET_PRELOAD_BYTES = 2**30
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -66,35 +64,47 @@ class Dataset:
     """A named pair of splits with what a model needs to know about them."""
 
     name: str
-    train: Split
-    test: Split
+    train: DataSplit
+    test: DataSplit
     num_classes: int
+    # Training augmentation of preloaded splits (streamed ones crop and flip in their loader).
     flip_augment: bool  # horizontal flips preserve the label (not for digits)
     pad_augment: int  # random-crop padding in pixels for training augmentation
     # Held out of the training split (see the module docstring); None until carved.
-    validation: Split | None = None
+    validation: DataSplit | None = None
     validation_info: SubsetInfo | None = None
     subset_seed: int = 0
 
     @property
     def in_channels(self) -> int:
-        return int(self.train.images.shape[1])
+        return int(self.train.shape[1])
 
-    def calibration_set(self, count: int) -> tuple[Split, SubsetInfo]:
+    @property
+    def streamed(self) -> bool:
+        """Whether the splits are decoded per batch (see :mod:`codesign.data.streamed`)."""
+        return not isinstance(self.train, Split)
+
+    def calibration_set(self, count: int) -> tuple[DataSplit, SubsetInfo]:
         """``count`` training images (never validation) for calibration and SparseGPT."""
-        return stratified(self.train, count, self.subset_seed, "calibration", self.num_classes)
+        return self._subset(self.train, count, "calibration")
 
-    def capture_set(self, count: int) -> tuple[Split, SubsetInfo]:
+    def capture_set(self, count: int) -> tuple[DataSplit, SubsetInfo]:
         """``count`` validation images whose tensors the hardware model measures."""
-        return stratified(self._held_out(), count, self.subset_seed, "capture", self.num_classes)
+        return self._subset(self._held_out(), count, "capture")
 
-    def sensitivity_set(self, count: int) -> tuple[Split, SubsetInfo]:
+    def sensitivity_set(self, count: int) -> tuple[DataSplit, SubsetInfo]:
         """``count`` validation images on which the search measures per-layer drops."""
-        return stratified(
-            self._held_out(), count, self.subset_seed, "sensitivity", self.num_classes
-        )
+        return self._subset(self._held_out(), count, "sensitivity")
 
-    def _held_out(self) -> Split:
+    def _subset(self, split: DataSplit, count: int, purpose: str) -> tuple[DataSplit, SubsetInfo]:
+        """A stratified subset; a streamed one small enough is decoded once (calibration and
+        the search run it through the model many times), else it stays streamed."""
+        subset, info = stratified(split, count, self.subset_seed, purpose, self.num_classes)
+        if isinstance(subset, StreamedSplit) and subset.decoded_bytes <= SUBSET_PRELOAD_BYTES:
+            return subset.preload(), info
+        return subset, info
+
+    def _held_out(self) -> DataSplit:
         if self.validation is None:
             raise DataError("this data set has no validation split: load it with load_dataset")
         return self.validation
@@ -135,10 +145,11 @@ def _normalise(images_uint8_nchw: torch.Tensor, mean: tuple, std: tuple) -> torc
     return images.sub_(mean_t).div_(std_t)
 
 
-def _checked(split: Split, where: str) -> Split:
+def _checked(split: DataSplit, where: str) -> DataSplit:
     if len(split) == 0:
         raise DataError(f"{where} has no samples (check the path and its layout)")
-    if not torch.isfinite(split.images).all():
+    # A streamed split is decoded per batch: an undecodable file is reported when reached.
+    if isinstance(split, Split) and not torch.isfinite(split.images).all():
         bad = int((~torch.isfinite(split.images)).flatten(1).any(1).sum())
         raise DataError(f"{where} contains NaN or Inf values in {bad} samples; clean the data")
     return split
@@ -163,16 +174,20 @@ def load_digits_dataset() -> Dataset:
     return Dataset("digits", split(x_train, y_train), split(x_test, y_test), 10, False, 1)
 
 
+def _resizer(image_size: int) -> Callable[[Any], Any]:
+    """PIL image -> PIL image: shorter side to ``image_size * 256 / 224``, centre crop
+    ``image_size`` (the streamed path's evaluation transform, before ``ToTensor``)."""
+    from torchvision.transforms import CenterCrop, Compose, Resize
+
+    return Compose([Resize(eval_resize_size(image_size)), CenterCrop(image_size)])
+
+
 def _decode_files(paths: list[str], image_size: int | None = None) -> torch.Tensor:
     """uint8 [N, 3, H, W]; with ``image_size`` every image is resized (shorter side to
     image_size * 256 / 224) and centre-cropped to image_size, the usual ImageNet evaluation."""
     from PIL import Image, UnidentifiedImageError
 
-    resize = None
-    if image_size is not None:
-        from torchvision.transforms import CenterCrop, Compose, Resize
-
-        resize = Compose([Resize(round(image_size * 256 / 224)), CenterCrop(image_size)])
+    resize = _resizer(image_size) if image_size is not None else None
 
     def decode(path: str) -> np.ndarray:
         try:
@@ -192,37 +207,9 @@ def _decode_files(paths: list[str], image_size: int | None = None) -> torch.Tens
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def _imagefolder_split(
-    root: Path,
-    classes: list[str] | None,
-    image_size: int | None = None,
-    limit: int | None = None,
-    seed: int = 0,
-) -> tuple[Split, list[str]]:
-    from torchvision.datasets import ImageFolder
-
-    try:
-        folder = ImageFolder(str(root))
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise DataError(f"cannot read image folder {root}: {exc}") from None
-    if classes is not None and folder.classes != classes:
-        raise DataError(
-            f"{root} has classes {folder.classes[:5]}... but the training split has "
-            f"{classes[:5]}...; both splits need the same class folders"
-        )
-    all_labels = torch.tensor(folder.targets, dtype=torch.long)
-    keep = torch.arange(len(all_labels))
-    if limit is not None and limit < len(all_labels):
-        # Chosen before decoding: a capped ImageNet split never has to fit in memory whole.
-        keep = (
-            stratified_indices(all_labels, limit, seed, f"cap:{root.name}", len(folder.classes))
-            .sort()
-            .values
-        )
-    paths = [folder.samples[i][0] for i in keep.tolist()]
-    labels = all_labels[keep]
-    images = _normalise(_decode_files(paths, image_size), CIFAR_MEAN, CIFAR_STD)
-    return Split(images, labels), folder.classes
+def _first_size(path: str) -> tuple[int, int]:
+    """(height, width) of one image, from its header."""
+    return FolderSource(Path(path).parent, [path]).first_size()
 
 
 def load_imagefolder_dataset(
@@ -234,23 +221,34 @@ def load_imagefolder_dataset(
 ) -> Dataset:
     """``DIR/train`` and ``DIR/test`` (or ``DIR/val``); ``image_size`` resizes and centre-crops
     (needed for ImageNet, whose images differ in size); ``max_train``/``max_test`` keep a
-    seeded class-stratified sample of that many images (a whole ImageNet split does not fit in
-    memory)."""
+    seeded class-stratified sample of that many images. Refused before decoding when the
+    decoded splits would take more than half the machine's memory (stream them instead)."""
     base = Path(root)
-    if not base.is_dir():
-        raise DataError(f"data directory not found: {base} (imagefolder:DIR needs DIR/train)")
-    train_dir = base / "train"
-    test_dir = next((base / n for n in ("test", "val") if (base / n).is_dir()), None)
-    if not train_dir.is_dir() or test_dir is None:
-        raise DataError(
-            f"{base} must contain train/ and test/ (or val/) sub-folders in ImageFolder layout"
-        )
-    train, classes = _imagefolder_split(train_dir, None, image_size, max_train, seed)
-    test, _ = _imagefolder_split(test_dir, classes, image_size, max_test, seed)
+    train_dir, test_dir = split_dirs(base)
+    train_paths, train_labels, classes = index_folder(train_dir)
+    test_paths, test_labels, _ = index_folder(test_dir, classes)
+    keep_train = capped_indices(train_labels, max_train, seed, "cap:train", len(classes))
+    keep_test = capped_indices(test_labels, max_test, seed, f"cap:{test_dir.name}", len(classes))
+    if len(keep_train) and len(keep_test):
+        height, width = (image_size, image_size) if image_size else _first_size(train_paths[0])
+        check_fits_in_memory(f"imagefolder:{base}", len(keep_train) + len(keep_test), height, width)
+
+    def split(paths: list[str], labels: torch.Tensor, keep: torch.Tensor) -> Split:
+        chosen = [paths[i] for i in keep.tolist()]
+        images = _normalise(_decode_files(chosen, image_size), IMAGENET_MEAN, IMAGENET_STD)
+        return Split(images, labels[keep])
+
+    train = split(train_paths, train_labels, keep_train)
+    test = split(test_paths, test_labels, keep_test)
     return Dataset(f"imagefolder:{base}", train, test, len(classes), True, 4)
 
 
-def load_cifar10_dataset(root: str | Path, download: bool = False) -> Dataset:
+def load_cifar10_dataset(
+    root: str | Path, download: bool = False, image_size: int | None = None
+) -> Dataset:
+    """torchvision CIFAR-10 under ``root``; ``image_size`` resizes and centre-crops every
+    image as :func:`load_imagefolder_dataset` does (e.g. 224 for an ImageNet model)."""
+    from PIL import Image
     from torchvision.datasets import CIFAR10
 
     splits = []
@@ -262,8 +260,15 @@ def load_cifar10_dataset(root: str | Path, download: bool = False) -> Dataset:
                 f"CIFAR-10 not found under {root}: {exc} (pass --download to fetch it, or point "
                 "cifar10:DIR at the folder holding cifar-10-batches-py)"
             ) from None
-        images = torch.from_numpy(data.data).permute(0, 3, 1, 2).contiguous()
-        splits.append(Split(_normalise(images, CIFAR_MEAN, CIFAR_STD), torch.tensor(data.targets)))
+        array = data.data
+        if image_size:
+            check_fits_in_memory(f"cifar10:{root}", len(array), image_size, image_size)
+            resize = _resizer(image_size)
+            array = np.stack([np.asarray(resize(Image.fromarray(a))) for a in array])
+        images = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+        splits.append(
+            Split(_normalise(images, IMAGENET_MEAN, IMAGENET_STD), torch.tensor(data.targets))
+        )
     return Dataset(f"cifar10:{root}", splits[0], splits[1], 10, True, 4)
 
 
@@ -304,19 +309,28 @@ def load_dataset(
     max_test: int | None = None,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
     subset_seed: int = 0,
+    stream: bool = False,
+    loader: LoaderSettings | None = None,
 ) -> Dataset:
     """Load a data spec (see the module docstring); checks every split is non-empty and finite,
     then holds out ``validation_fraction`` of the training split as ``validation``.
 
-    ``image_size`` applies to ``imagefolder:DIR`` (see :func:`load_imagefolder_dataset`);
-    ``max_train`` / ``max_test`` keep a seeded class-stratified sample of each split;
-    ``subset_seed`` seeds those caps, the validation split and every later subset.
+    ``image_size`` applies to ``imagefolder:DIR`` and ``cifar10:DIR`` (see
+    :func:`load_imagefolder_dataset`); ``max_train`` / ``max_test`` keep a seeded
+    class-stratified sample of each split; ``subset_seed`` seeds those caps, the validation
+    split and every later subset. ``stream``: decode ``imagefolder:DIR`` / ``cifar10:DIR``
+    per batch with a DataLoader read as ``loader`` says (default: no worker processes, no
+    pinning) instead of preloading them (:mod:`codesign.data.streamed`).
     """
     kind, _, location = spec.partition(":")
-    if kind == "digits" and not location:
+    if stream:
+        dataset = _load_streamed(
+            spec, download, image_size, max_train, max_test, subset_seed, loader
+        )
+    elif kind == "digits" and not location:
         dataset = load_digits_dataset()
     elif kind == "cifar10" and location:
-        dataset = load_cifar10_dataset(location, download)
+        dataset = load_cifar10_dataset(location, download, image_size)
     elif kind == "imagefolder" and location:
         dataset = load_imagefolder_dataset(location, image_size, max_train, max_test, subset_seed)
     elif kind == "npz" and location:
@@ -336,3 +350,31 @@ def load_dataset(
         }
         dataset = dataclasses.replace(dataset, **capped)
     return carve_validation(dataset, validation_fraction, subset_seed)
+
+
+def _load_streamed(
+    spec: str,
+    download: bool,
+    image_size: int | None,
+    max_train: int | None,
+    max_test: int | None,
+    seed: int,
+    loader: LoaderSettings | None,
+) -> Dataset:
+    """A data set of streamed splits; horizontal flips are part of their training transform."""
+    kind, _, location = spec.partition(":")
+    settings = loader or LoaderSettings()
+    normalisation = (IMAGENET_MEAN, IMAGENET_STD)
+    if kind == "imagefolder" and location:
+        base = Path(location)
+        train, test, classes = streamed_imagefolder(
+            base, image_size, max_train, max_test, seed, normalisation, settings
+        )
+        return Dataset(f"imagefolder:{base}", train, test, classes, True, 0)
+    if kind == "cifar10" and location:
+        train, test = streamed_cifar10(location, download, image_size, normalisation, settings)
+        return Dataset(f"cifar10:{location}", train, test, 10, True, 0)
+    raise DataError(
+        f"streaming applies to imagefolder:DIR and cifar10:DIR, not {spec!r}: drop --stream "
+        "([data] stream) for data that is loaded into memory"
+    )

@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from codesign.data.datasets import Split
+from codesign.data.datasets import Dataset, DataSplit
+from codesign.data.streamed import StreamedSplit
 from codesign.data.subsets import stratified_indices
 from codesign.errors import DataError
 
@@ -16,21 +17,33 @@ ForwardLoop = Callable[[nn.Module], None]
 
 
 def batches(
-    split: Split,
+    split: DataSplit,
     batch_size: int,
     *,
     shuffle: bool = False,
     generator: torch.Generator | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (images, labels) mini-batches; the last one may be smaller."""
-    count = len(split)
-    order = torch.randperm(count, generator=generator) if shuffle else None
-    for start in range(0, count, batch_size):
-        if order is None:
-            yield split.images[start : start + batch_size], split.labels[start : start + batch_size]
-        else:
-            index = order[start : start + batch_size]
-            yield split.images[index], split.labels[index]
+    """Yield (images, labels) CPU mini-batches of a preloaded or streamed split, unaugmented;
+    the last one may be smaller. The consumer moves them to its device."""
+    return split.batches(batch_size, shuffle=shuffle, generator=generator)
+
+
+def training_batches(
+    dataset: Dataset, batch_size: int, generator: torch.Generator | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of shuffled, augmented (images, labels) CPU batches of ``dataset.train``.
+
+    Preloaded splits: :func:`augment` (padded random crop, flip) on each batch, drawn from
+    ``generator``; streamed splits: their loader's random resized crop and flip, seeded from
+    ``generator`` (:meth:`codesign.data.streamed.StreamedSplit.batches`).
+    """
+    train = dataset.train
+    if isinstance(train, StreamedSplit):
+        yield from train.batches(batch_size, shuffle=True, generator=generator, augmented=True)
+        return
+    for images, labels in batches(train, batch_size, shuffle=True, generator=generator):
+        pad, flip = dataset.pad_augment, dataset.flip_augment
+        yield augment(images, pad=pad, flip=flip, generator=generator), labels
 
 
 def augment(
@@ -66,7 +79,7 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def make_forward_loop(
-    split: Split,
+    split: DataSplit,
     batch_size: int = 256,
     samples: int | None = None,
     seed: int = 0,
@@ -96,7 +109,7 @@ def make_forward_loop(
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    split: Split,
+    split: DataSplit,
     batch_size: int = 512,
     device: torch.device | str | None = None,
 ) -> dict[str, float | int]:

@@ -46,11 +46,14 @@ def infer_model(obj: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
 
     Our checkpoints name their model. A foreign CIFAR ResNet is recognised by its layer names:
     ``layerS.B.conv1`` with B in 0..n-1 gives depth 6n + 2, and ``linear.weight`` the classes.
+    A torchvision ResNet (``layer4`` and ``fc``) by its blocks (:func:`infer_torchvision_resnet`).
     """
     name, _, extra = checkpoint_meta(obj)
     if name is not None:
         return name, dict(extra.get("model_kwargs", {}))
     state = extract_state_dict(obj)
+    if "fc.weight" in state and "layer4.0.conv1.weight" in state:
+        return infer_torchvision_resnet(state)
     blocks = {int(m.group(1)) for k in state if (m := re.match(r"layer1\.(\d+)\.conv1\.", k))}
     if "linear.weight" in state and blocks and "layer4.0.conv1.weight" not in state:
         depth = 6 * (max(blocks) + 1) + 2
@@ -60,6 +63,45 @@ def infer_model(obj: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
         }
         return f"resnet{depth}", kwargs
     return None, {}
+
+
+# (block type, blocks per stage) of the torchvision ResNets the registry builds (He et al.
+# 2016, Table 1); torchvision's ResNet-101/152 and wide/ResNeXt variants are not registered.
+TORCHVISION_RESNETS = {
+    ("basic", (2, 2, 2, 2)): "resnet18",
+    ("basic", (3, 4, 6, 3)): "resnet34",
+    ("bottleneck", (3, 4, 6, 3)): "resnet50",
+}
+# Stem and first-stage width of the plain ResNets (wide ResNets double the bottleneck width).
+_RESNET_WIDTH = 64
+
+
+def infer_torchvision_resnet(state: dict[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
+    """(name, kwargs) of a torchvision-format ResNet state dict: Bottleneck blocks have a
+    ``conv3``, BasicBlocks do not; the blocks per stage count ``layerS.B.conv1``; the classes
+    come from ``fc.weight`` (a checkpoint fine-tuned to 7 classes loads as 7 classes); a 3x3
+    stem conv is the CIFAR stem. A layout the registry does not build is a CheckpointError."""
+    block = "bottleneck" if "layer1.0.conv3.weight" in state else "basic"
+    counts = tuple(
+        len({k.split(".")[1] for k in state if k.startswith(f"layer{stage}.") and ".conv1." in k})
+        for stage in (1, 2, 3, 4)
+    )
+    name = TORCHVISION_RESNETS.get((block, counts))
+    width = int(state["layer1.0.conv1.weight"].shape[0])
+    if name is None or (block == "bottleneck" and width != _RESNET_WIDTH):
+        known = ", ".join(f"{n} ({b}, {list(c)})" for (b, c), n in TORCHVISION_RESNETS.items())
+        raise CheckpointError(
+            f"a torchvision ResNet checkpoint with {block} blocks {list(counts)} per stage and "
+            f"first-stage width {width} is not a registered model; registered: {known}"
+        )
+    stem = state["conv1.weight"]
+    kwargs: dict[str, Any] = {
+        "num_classes": int(state["fc.weight"].shape[0]),
+        "in_channels": int(stem.shape[1]),
+    }
+    if tuple(stem.shape[2:]) == (3, 3):
+        kwargs["cifar_stem"] = True
+    return name, kwargs
 
 
 def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -28,3 +28,15 @@ def torchvision_resnet(
     if cifar_stem:
         model.maxpool = nn.Identity()
     return model
+
+
+# torchvision's reference evaluation of its ImageNet weights: resize to 256, centre crop 224.
+IMAGENET_INPUT_SIZE = 224
+
+
+def imagenet_input_size(model: nn.Module) -> int | None:
+    """``IMAGENET_INPUT_SIZE`` for a torchvision ResNet with the ImageNet stem (7x7/2 conv,
+    max-pool), the size its weights expect; None for any other model."""
+    if isinstance(model, torchvision.models.ResNet) and not isinstance(model.maxpool, nn.Identity):
+        return IMAGENET_INPUT_SIZE
+    return None

@@ -163,10 +163,12 @@ def _state_key(step: Any, ctx: BuildContext, info: BuildInfo) -> str:
     dataset = ctx.dataset
     data = {
         "name": dataset.name,
-        "train": [list(dataset.train.images.shape), tensors_digest({"y": dataset.train.labels})],
-        "test": list(dataset.test.images.shape),
+        "train": [list(dataset.train.shape), tensors_digest({"y": dataset.train.labels})],
+        "test": list(dataset.test.shape),
         "validation": dataset.validation_info.digest if dataset.validation_info else None,
         "subset_seed": dataset.subset_seed,
+        # Streamed training augments otherwise; preloaded keys stay as they were.
+        **({"streamed": True} if dataset.streamed else {}),
     }
     key = {
         "steps": [*info.applied_steps, step_record(step)],

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from codesign.data import Dataset
+from codesign.data import Dataset, DataSplit, StreamedSplit
 from codesign.pipeline import step_record, variant_steps
 from codesign.recipe import DataSpec, VariantSpec, digest
 
@@ -30,7 +30,8 @@ SCORING_VERSION = 1
 
 # Where the data came from does not change results, what was loaded does: the tensors are
 # hashed, so the path (and whether downloading was allowed) stays out of the key.
-DATA_FIELDS_NOT_IN_KEY = ("source", "download")
+# Streaming shows in the split digests, and the decoding workers change speed, not numbers.
+DATA_FIELDS_NOT_IN_KEY = ("source", "download", "stream", "workers")
 
 
 def tensor_sha256(tensor: torch.Tensor) -> str:
@@ -56,12 +57,22 @@ def data_digest(dataset: Dataset, spec: DataSpec) -> dict[str, Any]:
             dataset.validation_info.digest if dataset.validation_info is not None else None
         ),
         "splits": {
-            name: None
-            if split is None
-            else {"images": tensor_sha256(split.images), "labels": tensor_sha256(split.labels)}
-            for name, split in splits.items()
+            name: None if split is None else split_digest(split) for name, split in splits.items()
         },
     }
+
+
+def split_digest(split: DataSplit) -> dict[str, Any]:
+    """A preloaded split by the sha256 of its tensors; a streamed one (never decoded whole)
+    by which files it reads (:meth:`~codesign.data.StreamedSplit.identity`), its transforms
+    and its labels."""
+    if isinstance(split, StreamedSplit):
+        return {
+            "files": split.identity(),
+            "transforms": split.transform_record(),
+            "labels": tensor_sha256(split.labels),
+        }
+    return {"images": tensor_sha256(split.images), "labels": tensor_sha256(split.labels)}
 
 
 def study_key_material(study: Study) -> dict[str, Any]:

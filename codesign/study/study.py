@@ -156,7 +156,13 @@ def _train_baseline_locked(
 
 
 def _load_data(recipe: Recipe) -> Dataset:
+    from codesign.data import LoaderSettings, default_workers
+
     data = recipe.data
+    loader = LoaderSettings(
+        workers=default_workers() if data.workers is None else data.workers,
+        pin_memory=torch.cuda.is_available(),  # page-locked batches copy faster to a GPU
+    )
     dataset = load_dataset(
         data.source,
         data.download,
@@ -165,6 +171,8 @@ def _load_data(recipe: Recipe) -> Dataset:
         max_test=data.max_test_samples or None,
         validation_fraction=data.validation_fraction,
         subset_seed=data.subset_seed,
+        stream=data.stream,
+        loader=loader,
     )
     if data.eval_samples:
         test, _ = stratified(

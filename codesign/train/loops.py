@@ -1,4 +1,4 @@
-"""Plain training: SGD + cosine LR, batched augmentation, optional distillation, resumable.
+"""Plain training: SGD + cosine LR, augmented batches, optional distillation, resumable.
 
 Progress is shown with tqdm. With ``state_path`` the full training state (model, optimizer,
 scheduler, epoch, RNG) is written atomically after every epoch, so a killed run resumes from
@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from codesign import distributed
 from codesign.config import TrainSpec
-from codesign.data import Dataset, augment, batches
+from codesign.data import Dataset, training_batches
 from codesign.errors import CheckpointError, DivergenceError
 from codesign.io import read_keyed_state, settings_key, write_keyed_state
 from codesign.runtime import Runtime
@@ -139,16 +139,13 @@ def train(
         finite_steps = torch.zeros((), dtype=torch.int64, device=device)
         epoch_first_step = step
         bar = tqdm(
-            batches(dataset.train, spec.batch_size, shuffle=True, generator=generator),
+            training_batches(dataset, spec.batch_size, generator),
             total=steps_per_epoch,
             desc=f"epoch {epoch + 1}/{spec.epochs}",
             disable=not progress or not runtime.is_writer,
             leave=False,
         )
         for images, labels in bar:
-            images = augment(
-                images, pad=dataset.pad_augment, flip=dataset.flip_augment, generator=generator
-            )
             if on_step is not None:
                 on_step(step)
             images, labels, share = _rank_shard(images, labels, runtime)
