@@ -71,6 +71,7 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.recipe import load_recipe
     from codesign.study import open_study, run_recipe, run_study
     from codesign.study.search import run_search
+    from codesign.study.seeds import search_at_other_seeds
 
     recipe = load_recipe(resolve_recipe(args.recipe), data_override=args.data)
     study = open_study(recipe, args.out, progress=not args.quiet)
@@ -83,5 +84,11 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
         force=args.force,
     )
     return run_recipe(
-        recipe, args.out, progress=not args.quiet, search=search, study=study, scored=scored
+        recipe,
+        args.out,
+        progress=not args.quiet,
+        search=search,
+        search_seeds=search_at_other_seeds(study, search, force=args.force),
+        study=study,
+        scored=scored,
     )

@@ -8,7 +8,14 @@ from codesign.data.datasets import (
     Split,
     load_dataset,
 )
-from codesign.data.loops import ForwardLoop, augment, batches, evaluate, make_forward_loop
+from codesign.data.loops import (
+    ForwardLoop,
+    augment,
+    batches,
+    correct_per_image,
+    evaluate,
+    make_forward_loop,
+)
 
 __all__ = [
     "CIFAR_MEAN",
@@ -19,6 +26,7 @@ __all__ = [
     "Split",
     "augment",
     "batches",
+    "correct_per_image",
     "evaluate",
     "load_dataset",
     "make_forward_loop",

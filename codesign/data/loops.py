@@ -79,6 +79,19 @@ def make_forward_loop(
 
 
 @torch.no_grad()
+def correct_per_image(model: nn.Module, split: Split, batch_size: int = 512) -> torch.Tensor:
+    """Whether ``model`` classifies each image of ``split`` right: bool [N], in split order,
+    on the split's device (what paired tests between models read)."""
+    was_training = model.training
+    model.eval()
+    try:
+        hits = [model(images).argmax(1) == labels for images, labels in batches(split, batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(hits)
+
+
+@torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch_size: int = 512) -> dict[str, float | int]:
     """Top-1 accuracy in percent on ``split``: ``{"top1", "correct", "samples"}``."""
     was_training = model.training

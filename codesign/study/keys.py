@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from codesign.data import Dataset
+from codesign.data.datasets import Split
 from codesign.pipeline import step_record, variant_steps
 from codesign.recipe import DataSpec, VariantSpec, digest
 
@@ -26,7 +27,9 @@ if TYPE_CHECKING:
 
 # Raise when scoring a built model changes its numbers: evaluation, the capture of real
 # tensors (``variants.CAPTURE_BATCH``), the simulators or the variant.json fields.
-SCORING_VERSION = 1
+# 2: variant.json records its seed and per-image test correctness (``test_correct``), which
+# paired tests read; a variant cached without them is built again under its new key.
+SCORING_VERSION = 2
 
 # Where the data came from does not change results, what was loaded does: the tensors are
 # hashed, so the path (and whether downloading was allowed) stays out of the key.
@@ -38,6 +41,11 @@ def tensor_sha256(tensor: torch.Tensor) -> str:
     hasher = hashlib.sha256(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
     hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return hasher.hexdigest()
+
+
+def split_sha256(split: Split) -> str:
+    """sha256 (hex) of a split's images and labels, as loaded."""
+    return digest({"images": tensor_sha256(split.images), "labels": tensor_sha256(split.labels)})
 
 
 def data_digest(dataset: Dataset, spec: DataSpec) -> dict[str, Any]:
