@@ -96,8 +96,7 @@ def at_seed(study: Study, seed: int) -> Study:
         study, recipe=dataclasses.replace(study.recipe, seed=seed, seeds=None)
     )
     for name in ("data_sha256", "test_sha256"):  # digests of the data, not of the seed
-        if name in study.__dict__:
-            moved.__dict__[name] = study.__dict__[name]
+        moved.__dict__[name] = getattr(study, name)  # hashed once, on ``study``
     return moved
 
 

@@ -133,7 +133,10 @@ def test_seed_means_spread_and_claims() -> None:
     variants = [
         scored("trained", trained[0], 1.0, seed=0, trained=True),
         scored("fixed", fixed, 2.0, seed=0),
-        *(scored("trained", v, 1.0, seed=s, trained=True) for s, v in zip(seeds[1:], trained[1:])),
+        *(
+            scored("trained", v, 1.0, seed=s, trained=True)
+            for s, v in zip(seeds[1:], trained[1:], strict=True)
+        ),
     ]
     results = build_results(recipe, variants)
     assert results.seeds == seeds and results.seed == 0
