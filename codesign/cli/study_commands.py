@@ -38,7 +38,10 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
         "data": results["data"],
         "checkpoint": checkpoint.name,
         "report": str(args.out / "report.html"),
-        "variants": [{"variant": v["variant"], "top1": v["top1"]} for v in results["variants"]],
+        "variants": [
+            {"variant": v["variant"], "top1": v["top1"], "top1_ci95": v["top1_ci95"]}
+            for v in results["variants"]
+        ],
     }
     from codesign.io import write_json_atomic
 

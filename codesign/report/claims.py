@@ -11,9 +11,13 @@ split, so only the accuracy side of a claim can be a sampling accident:
 - several seeds: the exact sign-flip test on the per-image seed means
   (:func:`codesign.stats.seed_mean_comparison`; McNemar's test for one seed).
 
-``significant``: p < 0.05 (two-sided). A claim that holds but is not significant says that
-the winner is no worse as far as these test images can tell: where it is also cheaper, that is
-"cheaper at an accuracy the test split cannot tell apart", not "more accurate".
+``significant``: p < 0.05 (two-sided), the accuracy difference behind the claim. A claim that
+holds but is not significant says that the winner is no worse as far as these test images can
+tell: where it is also cheaper, that is "cheaper at an accuracy the test split cannot tell
+apart", not "more accurate". (:func:`codesign.stats.dominance_verdict` answers another
+question, whether the claim as a whole is backed, and counts a strictly cheaper winner that is
+not worse as backed whatever the p-value; the reports give the test of the accuracy side, the
+only part a sampling accident can produce.)
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from codesign.errors import ResultError
+from codesign.stats import top1_ci95
 
 if TYPE_CHECKING:
     from codesign.pipeline.results import VariantResult
@@ -58,13 +59,14 @@ def at_seeds(
 @dataclasses.dataclass(frozen=True)
 class SeedRow:
     """One variant across the study's seeds: ``built_at`` (the seeds it was built at: one for
-    a seed-independent variant), test top-1 (%) at every seed, their mean, min, max and sample
-    standard deviation (points; None with a single seed)."""
+    a seed-independent variant), test top-1 (%) at every seed with its 95 % Wilson interval,
+    their mean, min, max and sample standard deviation (points; None with a single seed)."""
 
     variant: str
     source: str
     built_at: tuple[int, ...]
     top1: tuple[float, ...]
+    top1_ci95: tuple[tuple[float, float], ...]
     top1_mean: float
     top1_min: float
     top1_max: float
@@ -75,6 +77,7 @@ class SeedRow:
             **dataclasses.asdict(self),
             "built_at": list(self.built_at),
             "top1": list(self.top1),
+            "top1_ci95": [list(pair) for pair in self.top1_ci95],
         }
 
     @classmethod
@@ -82,19 +85,28 @@ class SeedRow:
         from codesign.io import check_json_keys
 
         check_json_keys(data, tuple(f.name for f in dataclasses.fields(cls)), "seed row")
-        return cls(**{**data, "built_at": tuple(data["built_at"]), "top1": tuple(data["top1"])})
+        return cls(
+            **{
+                **data,
+                "built_at": tuple(data["built_at"]),
+                "top1": tuple(data["top1"]),
+                "top1_ci95": tuple(tuple(pair) for pair in data["top1_ci95"]),
+            }
+        )
 
 
 def seed_row(
     name: str, source: str, runs: Mapping[int, VariantResult], seeds: Sequence[int]
 ) -> SeedRow:
     """The :class:`SeedRow` of variant ``name``."""
-    top1 = [r.top1 for r in at_seeds(name, runs, seeds)]
+    builds = at_seeds(name, runs, seeds)
+    top1 = [r.top1 for r in builds]
     return SeedRow(
         variant=name,
         source=source,
         built_at=tuple(s for s in seeds if s in runs) or tuple(runs),
         top1=tuple(top1),
+        top1_ci95=tuple(tuple(top1_ci95(r.top1, r.samples)) for r in builds),
         top1_mean=statistics.fmean(top1),
         top1_min=min(top1),
         top1_max=max(top1),

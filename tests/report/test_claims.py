@@ -18,7 +18,7 @@ from codesign.report.claims import Claim, format_p
 from codesign.report.html import render_report
 from codesign.report.results import points_of, search_claims
 from codesign.report.seeds import group_runs
-from codesign.stats import seed_mean_comparison
+from codesign.stats import seed_mean_comparison, wilson_interval
 
 from .test_writer import _variant
 
@@ -146,6 +146,7 @@ def test_seed_means_spread_and_claims() -> None:
     assert rows["trained"].top1_mean == pytest.approx(89.2)
     assert (rows["trained"].top1_min, rows["trained"].top1_max) == (88.0, 91.0)
     assert rows["trained"].top1_std == pytest.approx(np.std([91.0, 88.0, 88.6], ddof=1))
+    assert rows["trained"].top1_ci95[1] == wilson_interval(880, IMAGES)  # seed 1's own
     assert rows["fixed"].built_at == (0,) and rows["fixed"].top1 == (90.0,) * 3
     assert rows["fixed"].top1_std == 0.0
     points = {p.variant: p for p in results.points}
