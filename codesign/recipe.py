@@ -218,7 +218,13 @@ class Recipe:
     """A whole study. ``train``: train the float model from scratch first (FP32 baseline
     recipes); otherwise ``model.checkpoint`` is loaded. ``device`` (auto | cpu | cuda |
     cuda:N) and ``amp`` (off | bf16) say where and in which precision it computes
-    (``--device`` / ``--amp`` replace them; see :mod:`codesign.runtime`)."""
+    (``--device`` / ``--amp`` replace them; see :mod:`codesign.runtime`).
+
+    ``seed``: the seed of every training run. ``seeds``: several seeds (distinct, at least
+    one): every variant that trains is built at each of them and the report gives the spread;
+    ``seed`` is then ``seeds[0]``, where everything seed-independent is built. A file gives
+    ``seed`` or ``seeds``, not both.
+    """
 
     name: str
     model: ModelSpec
@@ -228,12 +234,20 @@ class Recipe:
     seed: Count = 0
     device: Annotated[str, Check(_is_device, "(auto, cpu, cuda or cuda:N)")] = "auto"
     amp: Literal["off", "bf16"] = "off"
+    seeds: Annotated[tuple[Count, ...], NOT_EMPTY] | None = None
     train: TrainSpec | None = dataclasses.field(default=None, metadata={"defaults": TRAIN_DEFAULTS})
     search: SearchSpec | None = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.seeds is not None:
+            repeated = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
+            if repeated:
+                raise ConfigError(
+                    f"seeds must be distinct; repeated: {', '.join(map(str, repeated))}"
+                )
+            object.__setattr__(self, "seed", self.seeds[0])
         names = [v.name for v in self.variants]
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
@@ -245,9 +259,17 @@ class Recipe:
         if self.model.checkpoint is None and self.model.name is None:
             raise ConfigError("training from scratch needs model.name (see list_models())")
 
+    @property
+    def all_seeds(self) -> tuple[int, ...]:
+        """The study's seeds, ``seed`` first: ``seeds``, or ``(seed,)``."""
+        return self.seeds if self.seeds is not None else (self.seed,)
+
     def to_dict(self) -> dict[str, Any]:
-        """The resolved recipe as plain JSON-able data (every default filled in)."""
+        """The resolved recipe as plain JSON-able data (every default filled in; ``seeds``
+        instead of ``seed`` when the recipe has several, as a file spells it)."""
         data = {k: v for k, v in to_dict(self).items() if v is not None}
+        if self.seeds is not None:
+            data.pop("seed")
         data["variants"] = [v.to_dict() for v in self.variants]
         if self.search is not None:
             for table in ("finetune", "qat"):
@@ -263,6 +285,10 @@ def recipe_from_dict(data: Mapping[str, Any], where: str = "recipe") -> Recipe:
     defaults; without ``[[variants]]`` a ``[train]`` recipe gets the float baseline ``fp32``.
     """
     check_schema_version(data, SCHEMA_VERSION, where, ConfigError)
+    if "seed" in data and "seeds" in data:
+        raise ConfigError(
+            f"{where}: give seed = N (one seed) or seeds = [N, ...] (several), not both"
+        )
     filled = {"name": where, "model": {}, "data": {}, "hardware": {}, **data}
     if not data.get("variants", []):
         if "train" not in data:

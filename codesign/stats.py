@@ -29,6 +29,7 @@ __all__ = [
     "mcnemar_exact",
     "paired_bootstrap_ci",
     "paired_comparison",
+    "seed_mean_comparison",
     "top1_ci95",
     "wilson_interval",
 ]
@@ -140,7 +141,12 @@ class PairedComparison:
     """Two models scored on the same images: ``b`` images only the first gets right, ``c``
     only the second, out of ``total``; ``difference_points`` = top-1 of the first minus
     top-1 of the second, in points (= 100 · (b - c) / total); ``p_value`` from
-    ``mcnemar_exact(b, c)``."""
+    ``mcnemar_exact(b, c)``.
+
+    From :func:`seed_mean_comparison` (k seeds): ``total`` = k · images, ``b`` and ``c`` sum
+    the per-image seed-count differences that favour the first and the second model,
+    ``difference_points`` is the difference of the seed-mean top-1s, and ``p_value`` is the
+    exact sign-flip test (McNemar's for k = 1)."""
 
     b: int
     c: int
@@ -249,3 +255,71 @@ def dominance_verdict(
     )
     significant = dominates and (energy_a < energy_b or comparison.significant(level))
     return DominanceVerdict(dominates, significant, comparison, level)
+
+
+def _seed_rows(values: Any, name: str) -> np.ndarray:
+    """A 2-D boolean [seeds, images] numpy copy (a 1-D vector is one seed)."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    array = np.asarray(values)
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.size == 0:
+        raise DataError(f"{name} must be a non-empty [seeds, images] matrix, got {array.shape}")
+    return np.stack([_correctness(row, name) for row in array])
+
+
+def _binomial_half_pmf(m: int) -> np.ndarray:
+    """P[X = x] for X ~ Binomial(m, 1/2), x = 0..m, from log C(m, x) as a running sum
+    (no overflow for any m; the tails underflow to 0 only below 1e-308)."""
+    x = np.arange(1, m + 1, dtype=np.float64)
+    log_choose = np.concatenate(([0.0], np.cumsum(np.log(m - x + 1) - np.log(x))))
+    return np.exp(log_choose - m * math.log(2.0))
+
+
+def seed_mean_comparison(first_correct: Any, second_correct: Any) -> PairedComparison:
+    """Paired comparison of two models built at the same k seeds and scored on the same images.
+
+    ``first_correct``, ``second_correct``: [k, images] correctness, one row per seed (same
+    seed order on both sides; a seed-independent model repeats its one row). Per image,
+    ``d = Σ_seeds (first - second)`` is k times the difference of its seed-mean correctness.
+    With no difference between the models, either model is as likely to be the one ahead on
+    an image, so the exact paired randomization (sign-flip) test applies: p = P[|Σ ε·d| >=
+    |Σ d|] over independent fair signs ε (Fisher 1935, The Design of Experiments, §21). Images
+    with d = 0 carry no information, as McNemar's concordant pairs; for k = 1 the test *is*
+    the exact McNemar test, computed by :func:`mcnemar_exact`. For k > 1 the null
+    distribution is the convolution of one Binomial(m_j, 1/2) per magnitude j = 1..k (m_j
+    images with |d| = j), in float64.
+
+    >>> r = seed_mean_comparison([[1, 1, 0, 1], [1, 1, 1, 1]], [[1, 0, 0, 0], [1, 0, 1, 1]])
+    >>> r.b, r.c, r.total, r.difference_points, r.p_value
+    (3, 0, 8, 37.5, 0.5)
+    """
+    first, second = (
+        _seed_rows(first_correct, "first_correct"),
+        _seed_rows(second_correct, "second_correct"),
+    )
+    if first.shape != second.shape:
+        raise DataError(
+            f"paired matrices must cover the same seeds and test images: {list(first.shape)} "
+            f"vs {list(second.shape)} [seeds, images]"
+        )
+    seeds, images = first.shape
+    if seeds == 1:
+        return paired_comparison(first[0], second[0])
+    d = first.sum(axis=0, dtype=np.int64) - second.sum(axis=0, dtype=np.int64)
+    b, c = int(d[d > 0].sum()), int(-d[d < 0].sum())
+    total = seeds * images
+    difference = 100.0 * (b - c) / total
+    if b == c:  # the observed statistic is 0: every sign pattern is as extreme
+        return PairedComparison(b, c, total, difference, 1.0)
+    pmf = np.ones(1)  # of S, the summed magnitudes that get a + sign
+    for magnitude, count in enumerate(np.bincount(np.abs(d), minlength=seeds + 1)[1:], 1):
+        if count:
+            spread = np.zeros(magnitude * int(count) + 1)
+            spread[::magnitude] = _binomial_half_pmf(int(count))
+            pmf = np.convolve(pmf, spread)
+    everything = len(pmf) - 1  # = b + c; the statistic Σ ε·d is 2·S - everything
+    s = np.arange(len(pmf))
+    extreme = np.abs(2 * s - everything) >= abs(b - c)
+    return PairedComparison(b, c, total, difference, min(1.0, float(pmf[extreme].sum())))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from fractions import Fraction
 from statistics import NormalDist
@@ -18,6 +19,7 @@ from codesign.stats import (
     mcnemar_exact,
     paired_bootstrap_ci,
     paired_comparison,
+    seed_mean_comparison,
     wilson_interval,
 )
 
@@ -334,6 +336,52 @@ def test_dominance_refuses_bad_input() -> None:
         dominance_verdict(1.0, a, 2.0, b, alpha=0.0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         dominance_verdict(1.0, a, 2.0, b).dominates = False  # type: ignore[misc]
+
+
+# --- seed means --------------------------------------------------------------------------------
+
+
+def sign_flip_by_enumeration(first: np.ndarray, second: np.ndarray) -> float:
+    """The sign-flip p-value by listing all 2^n sign patterns of the per-image differences."""
+    d = first.sum(axis=0).astype(int) - second.sum(axis=0).astype(int)
+    signs = np.array(list(itertools.product([1, -1], repeat=d.size)))
+    return float(np.mean(np.abs(signs @ d) >= abs(d.sum())))
+
+
+@pytest.mark.parametrize("seeds, seed", [(2, 0), (2, 1), (3, 2), (4, 3)])
+def test_seed_mean_test_equals_the_enumerated_sign_flip_test(seeds: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    first = rng.random((seeds, 14)) < 0.8
+    second = rng.random((seeds, 14)) < 0.6
+    result = seed_mean_comparison(first, second)
+    assert result.p_value == pytest.approx(sign_flip_by_enumeration(first, second), abs=1e-12)
+    assert result.total == seeds * 14
+    top1_first, top1_second = 100 * first.mean(axis=1), 100 * second.mean(axis=1)
+    assert result.difference_points == pytest.approx(np.mean(top1_first - top1_second))
+
+
+def test_one_seed_or_repeated_seeds_is_mcnemar() -> None:
+    first, second = constructed_pair(12, 5, 70, 13)
+    once = seed_mean_comparison(first, second)  # a vector is one seed
+    assert once == paired_comparison(first, second)
+    # A seed-independent pair repeated at three seeds: every difference is 3 or -3, the same
+    # sign-flip distribution scaled by 3, so the same p as McNemar on the one seed.
+    thrice = seed_mean_comparison(np.tile(first, (3, 1)), np.tile(second, (3, 1)))
+    assert (thrice.b, thrice.c, thrice.total) == (36, 15, 300)
+    assert thrice.p_value == pytest.approx(mcnemar_exact(12, 5), rel=1e-12)
+    assert thrice.difference_points == pytest.approx(once.difference_points)
+
+
+def test_seed_mean_test_edges_and_refusals() -> None:
+    same = np.array([[True, False, True], [False, False, True]])
+    assert seed_mean_comparison(same, same).p_value == 1.0
+    # Balanced disagreements: +1 on one image, -1 on another: nothing to tell, p = 1.
+    balanced = seed_mean_comparison([[1, 0], [1, 1]], [[0, 1], [1, 1]])
+    assert (balanced.b, balanced.c, balanced.p_value) == (1, 1, 1.0)
+    with pytest.raises(CodesignError, match="same seeds and test images"):
+        seed_mean_comparison(np.ones((2, 3), bool), np.ones((3, 3), bool))
+    with pytest.raises(CodesignError, match="booleans"):
+        seed_mean_comparison([[0, 2]], [[0, 1]])
 
 
 def test_top1_ci95_is_the_wilson_interval_of_the_counts() -> None:

@@ -38,7 +38,10 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
         "data": results["data"],
         "checkpoint": checkpoint.name,
         "report": str(args.out / "report.html"),
-        "variants": [{"variant": v["variant"], "top1": v["top1"]} for v in results["variants"]],
+        "variants": [
+            {"variant": v["variant"], "top1": v["top1"], "top1_ci95": v["top1_ci95"]}
+            for v in results["variants"]
+        ],
     }
     from codesign.io import write_json_atomic
 
@@ -76,6 +79,7 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.recipe import load_recipe
     from codesign.study import open_study, run_recipe, run_study
     from codesign.study.search import run_search
+    from codesign.study.seeds import search_at_other_seeds
 
     recipe = load_recipe(resolve_recipe(args.recipe), data_override=args.data)
     recipe = with_data_options(recipe, args)
@@ -95,5 +99,11 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
         force=args.force,
     )
     return run_recipe(
-        recipe, args.out, progress=not args.quiet, search=search, study=study, scored=scored
+        recipe,
+        args.out,
+        progress=not args.quiet,
+        search=search,
+        search_seeds=search_at_other_seeds(study, search, force=args.force),
+        study=study,
+        scored=scored,
     )

@@ -107,6 +107,30 @@ def make_forward_loop(
 
 
 @torch.no_grad()
+def correct_per_image(
+    model: nn.Module,
+    split: DataSplit,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Whether ``model`` classifies each image of ``split`` right: bool [N], in split order,
+    computed on ``device`` (default: the model's) and left there (what paired tests between
+    models read)."""
+    target = model_device(model) if device is None else torch.device(device)
+    was_training = model.training
+    model.eval()
+    try:
+        hits = [
+            model(images.to(target, non_blocking=True)).argmax(1)
+            == labels.to(target, non_blocking=True)
+            for images, labels in batches(split, batch_size)
+        ]
+    finally:
+        model.train(was_training)
+    return torch.cat(hits)
+
+
+@torch.no_grad()
 def evaluate(
     model: nn.Module,
     split: DataSplit,

@@ -16,6 +16,7 @@ from codesign.data.subsets import SubsetInfo
 from codesign.errors import CodesignError, ResultError
 from codesign.hw.summary import NetworkSummary
 from codesign.io import FlatJson, check_json_keys
+from codesign.per_image import PerImageCorrect
 from codesign.stats import top1_ci95
 
 # What a pruning step measured on the way (``prune_model_``): N:M permutation gains and
@@ -56,9 +57,11 @@ class VariantResult:
     """Everything a built variant measured.
 
     ``key``: the cache key it was built under. ``variant``: its name; ``config``: its spec in
-    JSON form (``VariantSpec.to_dict()``). ``top1`` (%, ``correct`` of ``samples`` test
-    images, only reported) and ``val_top1`` (%, on the validation split: what the search
-    reads). ``subsets``: every subset it read, by purpose. ``weight_sparsity``: zeros / weights
+    JSON form (``VariantSpec.to_dict()``); ``seed``: the study seed it was built with.
+    ``top1`` (%, ``correct`` of ``samples`` test images, only reported) and ``val_top1`` (%,
+    on the validation split: what the search reads). ``test_correct``: which test images it
+    got right (what paired tests read; in ``variant.json`` only, None where a result was read
+    from ``results.json``). ``subsets``: every subset it read, by purpose. ``weight_sparsity``: zeros / weights
     over all Conv2d/Linear. ``captured_samples``: validation images whose tensors the hardware
     model measured; ``weight_density``, ``act_density`` (nonzeros / elements) and
     ``effectual_mac_fraction`` (MACs with both operands nonzero / dense MACs) over them.
@@ -69,9 +72,11 @@ class VariantResult:
     key: str
     variant: str
     config: Mapping[str, Any]
+    seed: int
     top1: float
     correct: int
     samples: int
+    test_correct: PerImageCorrect | None
     val_top1: float
     subsets: Mapping[str, SubsetInfo]
     weight_sparsity: float
@@ -95,10 +100,12 @@ class VariantResult:
 
     def summary_json(self) -> dict[str, Any]:
         """The ``results.json["variants"]`` entry: everything but the per-datapath costs (in
-        ``points``), the timing (machine-dependent) and the cache key."""
+        ``points``), the timing (machine-dependent), the cache key and the per-image
+        correctness (``variant.json`` only: ``results.json`` carries the tests made with it)."""
         return {
             "variant": self.variant,
             "config": self.config,
+            "seed": self.seed,
             "top1": self.top1,
             "top1_ci95": top1_ci95(self.top1, self.samples),
             "correct": self.correct,
@@ -115,10 +122,19 @@ class VariantResult:
             **self.pruning,
         }
 
-    def to_json(self) -> dict[str, Any]:
-        """The ``variant.json`` object."""
+    def to_json(self, per_image: bool = True) -> dict[str, Any]:
+        """The ``variant.json`` object; without ``test_correct`` when not ``per_image`` (the
+        form ``results.json`` embeds)."""
         summary = self.summary_json()
         pruning = {k: summary.pop(k) for k in self.pruning}
+        if per_image:
+            if self.test_correct is None:
+                raise ResultError(f"variant {self.variant!r} has no per-image test correctness")
+            at = list(summary).index("samples") + 1  # beside the counts it details
+            items = list(summary.items())
+            summary = dict(
+                [*items[:at], ("test_correct", self.test_correct.to_json()), *items[at:]]
+            )
         return {
             "key": self.key,
             **summary,
@@ -128,13 +144,15 @@ class VariantResult:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> VariantResult:
+    def from_json(cls, data: Mapping[str, Any], per_image: bool = True) -> VariantResult:
         """The inverse of :meth:`to_json`; raises :class:`ResultError` for anything that is not
-        exactly a ``variant.json`` object."""
+        exactly a ``variant.json`` object (``per_image``: ``test_correct`` required, and its
+        count must be ``correct`` of ``samples``; otherwise it must be absent)."""
         scalars = (
             "key",
             "variant",
             "config",
+            "seed",
             "top1",
             "correct",
             "samples",
@@ -146,12 +164,23 @@ class VariantResult:
             "effectual_mac_fraction",
         )
         nested = ("subsets", "layers", "datapaths", "timing")
+        nested += ("test_correct",) if per_image else ()
         # The intervals are derived from the counts, so they are recomputed, not read.
         derived = ("top1_ci95", "val_top1_ci95")
         check_json_keys(data, scalars + nested, "variant result", optional=PRUNING_KEYS + derived)
+        test_correct = PerImageCorrect.from_json(data["test_correct"]) if per_image else None
+        if test_correct is not None and (test_correct.samples, test_correct.correct) != (
+            data["samples"],
+            data["correct"],
+        ):
+            raise ResultError(
+                f"variant result: per-image correctness ({test_correct.correct} of "
+                f"{test_correct.samples}) disagrees with correct/samples"
+            )
         try:
             return cls(
                 **{k: data[k] for k in scalars},
+                test_correct=test_correct,
                 subsets={k: SubsetInfo.from_dict(v) for k, v in data["subsets"].items()},
                 layers=tuple(LayerSetting.from_json(row) for row in data["layers"]),
                 datapaths={

@@ -10,7 +10,9 @@ import platform
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from codesign.report.claims import SIGNIFICANCE_LEVEL, Claim
 from codesign.report.results import StudyResults, on_front
+from codesign.stats import top1_ci95
 
 if TYPE_CHECKING:
     from codesign.pipeline.results import Timing
@@ -77,22 +79,36 @@ def _table(
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
+def _ci(top1: float, samples: int) -> list[float]:
+    return top1_ci95(top1, samples)
+
+
 def _img(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode("ascii")
     return f"<img alt='{_e(alt)}' src='data:image/png;base64,{data}'>"
 
 
+def _top1(top1: float, interval: tuple[float, float] | list[float]) -> str:
+    return f"{top1:.2f} [{interval[0]:.1f}, {interval[1]:.1f}]"
+
+
 def _points_table(results: StudyResults) -> str:
     front = on_front(results)
+    several = len(results.seeds) > 1
+    beaten_by: dict[tuple[str, str], list[Claim]] = {}
+    for claim in results.pareto_claims:
+        beaten_by.setdefault((claim.datapath, claim.loser), []).append(claim)
     rows, classes = [], []
     for p in results.points:
         on = (p.datapath, p.variant) in front
+        means = [f"{p.top1_mean:.2f}", f"{p.energy_uj_per_inference_mean:.4g}"] if several else []
         rows.append(
             [
                 p.variant + (" *" if on else ""),
                 p.datapath,
                 p.source,
-                f"{p.top1:.2f}",
+                _top1(p.top1, p.top1_ci95),
+                *means,
                 f"{p.energy_uj_per_inference:.4g}",
                 f"{p.cycles:.4g}",
                 f"{p.weight_density:.3f}",
@@ -101,25 +117,93 @@ def _points_table(results: StudyResults) -> str:
                 ", ".join(
                     f"{k} {v:.3g}" for k, v in p.energy_by_component_uj_per_inference.items()
                 ),
+                "; ".join(
+                    f"{c.winner} ({c.test_text()})"
+                    for c in beaten_by.get((p.datapath, p.variant), [])
+                )
+                or "-",
             ]
         )
         classes.append("front" if on else "")
+    seeds = len(results.seeds)
+    means = [f"top-1 % (mean of {seeds} seeds)", "uJ (mean)"] if several else []
     return _table(
         [
             "variant",
             "datapath",
             "source",
-            "top-1 %",
+            "top-1 % [95 % CI]",
+            *means,
             "uJ / inference",
             "cycles / inference",
             "weight density",
             "act density",
             "effectual MACs",
             "energy by component (uJ)",
+            "dominated by (paired test)",
         ],
         rows,
         classes,
     )
+
+
+SIGNIFICANCE_NOTE = (
+    "Every dominance claim carries the paired test of its accuracy side on the same test "
+    "images: the exact McNemar test on the images where the two disagree (with several seeds, "
+    "its generalisation to the per-image seed means, the exact sign-flip test). "
+    f"<i>significant</i>: p &lt; {SIGNIFICANCE_LEVEL}. Energy is simulated and carries no "
+    "sampling noise, so a claim that is not significant reads: cheaper (or as cheap) at an "
+    "accuracy these test images cannot tell apart."
+)
+
+
+def _seeds_section(results: StudyResults) -> str:
+    """Top-1 at every seed, mean and spread per variant, and the search's claims on the means
+    (nothing with one seed)."""
+    if len(results.seeds) < 2:
+        return ""
+    rows = [
+        [
+            row.variant,
+            row.source,
+            *(f"{t:.2f}" for t in row.top1),
+            f"{row.top1_mean:.2f}",
+            f"{row.top1_min:.2f}",
+            f"{row.top1_max:.2f}",
+            "-" if row.top1_std is None else f"{row.top1_std:.2f}",
+            ", ".join(map(str, row.built_at)),
+        ]
+        for row in results.seed_spread
+    ]
+    header = ["variant", "source", *(f"seed {s}" for s in results.seeds)]
+    header += ["mean", "min", "max", "std", "built at seeds"]
+    parts = [
+        "<h2>Across seeds</h2>",
+        f"<p>Every variant that trains is built at each of the seeds {list(results.seeds)}; "
+        "the others are the same model at every seed and are built once. The Pareto fronts "
+        "(bold rows) and every dominance claim are judged on the seed means.</p>",
+        _table(header, rows),
+    ]
+    if results.search_claims:
+        winners = list(dict.fromkeys(c.winner for c in results.search_claims))
+        parts.append("<h3>Search configurations on the seed means</h3>")
+        parts.append(
+            _table(
+                ["configuration", "dominates (paired test on the seed means)"],
+                [
+                    [
+                        w,
+                        "; ".join(
+                            f"{c.loser} ({c.test_text()})"
+                            for c in results.search_claims
+                            if c.winner == w
+                        ),
+                    ]
+                    for w in winners
+                ],
+            )
+        )
+    return "".join(parts)
 
 
 def _search_section(search: SearchResult | None) -> str:
@@ -136,10 +220,10 @@ def _search_section(search: SearchResult | None) -> str:
                 search.datapath,
                 f"{item.predicted_top1:.2f}",
                 f"{item.result.val_top1:.2f}",
-                f"{item.result.top1:.2f}",
+                _top1(item.result.top1, _ci(item.result.top1, item.result.samples)),
                 f"{item.predicted_energy_uj_per_inference:.4g}",
                 f"{item.result.on(search.datapath).energy_uj_per_inference:.4g}",
-                ", ".join(item.dominates) or "-",
+                "; ".join(f"{c.loser} ({c.test_text()})" for c in item.dominance_tests) or "-",
                 layers,
             ]
         )
@@ -172,10 +256,10 @@ def _search_section(search: SearchResult | None) -> str:
                 "datapath",
                 "predicted validation top-1",
                 "verified validation top-1",
-                "test top-1",
+                "test top-1 [95 % CI]",
                 "predicted uJ",
                 "verified uJ",
-                "dominates (same datapath)",
+                "dominates (same datapath; paired test, first seed)",
                 "per-layer choice",
             ],
             rows,
@@ -197,25 +281,41 @@ def render_report(
         f"<title>codesign report: {_e(results.recipe)}</title>",
         f"<style>{STYLE}</style><script>{IMAGE_CHECK}</script></head><body>",
         f"<h1>codesign: {_e(results.recipe)}</h1>",
-        f"<p>Data <code>{_e(results.data)}</code>, seed {results.seed}. Energy and "
+        f"<p>Data <code>{_e(results.data)}</code>, "
+        + (
+            f"seeds {', '.join(map(str, results.seeds))}. "
+            if len(results.seeds) > 1
+            else f"seed {results.seed}. "
+        )
+        + "Energy and "
         "cycles are per inference, simulated on the tensors the network really produced "
         "(captured test images); densities are measured, not assumed. "
-        "Bold rows (*) lie on their datapath's accuracy-vs-energy Pareto front.</p>",
+        "Bold rows (*) lie on their datapath's accuracy-vs-energy Pareto front. Top-1 is "
+        "given with its 95 % Wilson interval over the test images.</p>",
         "<h2>Accuracy vs energy</h2>",
     ]
     for caption, png in figures[:1]:
         parts.append(_img(png, caption))
+    parts.append(f"<p>{SIGNIFICANCE_NOTE}</p>")
     parts.append(_points_table(results))
+    parts.append(_seeds_section(results))
     parts.append(_search_section(results.search))
     parts.append("<h2>Per-layer figures</h2>")
     for caption, png in figures[1:]:
         parts.append(f"<h3>{_e(caption)}</h3>{_img(png, caption)}")
     variant_rows = [
-        [v.variant, json.dumps(v.config), f"{v.top1:.2f}", f"{v.weight_sparsity:.3f}"]
+        [
+            v.variant,
+            json.dumps(v.config),
+            _top1(v.top1, _ci(v.top1, v.samples)),
+            f"{v.weight_sparsity:.3f}",
+        ]
         for v in results.variants
     ]
     parts.append("<h2>Variants</h2>")
-    parts.append(_table(["variant", "config", "top-1 %", "weight sparsity"], variant_rows))
+    parts.append(
+        _table(["variant", "config", "top-1 % [95 % CI]", "weight sparsity"], variant_rows)
+    )
     if timings:
         parts.append("<h2>Timings (seconds, this machine)</h2>")
         parts.append(

@@ -30,8 +30,9 @@ def _png(figure: Any) -> bytes:
 
 
 def pareto_png(points: Sequence[Point], title: str = "") -> bytes:
-    """Top-1 (%) against energy per inference (uJ, log axis): one marker shape per datapath,
-    each datapath's Pareto front as a step line, points from the search outlined in black."""
+    """Top-1 (%) against energy per inference (uJ, log axis), seed means (a point's own
+    figures with one seed): one marker shape per datapath, each datapath's Pareto front as a
+    step line, points from the search outlined in black."""
     figure, axes = plt.subplots(figsize=(8, 5.5))
     datapaths = list(dict.fromkeys(p.datapath for p in points))
     for index, datapath in enumerate(datapaths):
@@ -42,8 +43,8 @@ def pareto_png(points: Sequence[Point], title: str = "") -> bytes:
             chosen = [p for p in group if p.source == source]
             if chosen:
                 axes.scatter(
-                    [p.energy_uj_per_inference for p in chosen],
-                    [p.top1 for p in chosen],
+                    [p.energy_uj_per_inference_mean for p in chosen],
+                    [p.top1_mean for p in chosen],
                     marker=marker,
                     color=color,
                     edgecolors=edge,
@@ -53,11 +54,12 @@ def pareto_png(points: Sequence[Point], title: str = "") -> bytes:
                     zorder=3,
                 )
         front = [
-            group[i] for i in pareto_front([(p.energy_uj_per_inference, p.top1) for p in group])
+            group[i]
+            for i in pareto_front([(p.energy_uj_per_inference_mean, p.top1_mean) for p in group])
         ]
         axes.step(
-            [p.energy_uj_per_inference for p in front],
-            [p.top1 for p in front],
+            [p.energy_uj_per_inference_mean for p in front],
+            [p.top1_mean for p in front],
             where="post",
             color=color,
             linewidth=1,
@@ -66,17 +68,19 @@ def pareto_png(points: Sequence[Point], title: str = "") -> bytes:
         for p in front:
             axes.annotate(
                 p.variant,
-                (p.energy_uj_per_inference, p.top1),
+                (p.energy_uj_per_inference_mean, p.top1_mean),
                 fontsize=7,
                 xytext=(3, 3),
                 textcoords="offset points",
             )
-    energies = [p.energy_uj_per_inference for p in points if p.energy_uj_per_inference > 0]
+    energies = [
+        p.energy_uj_per_inference_mean for p in points if p.energy_uj_per_inference_mean > 0
+    ]
     if energies and max(energies) / min(energies) > 4:
         axes.set_xscale("log")
     # One collapsed variant (e.g. one-shot pruning) would squash the interesting band; the
     # band shown spans 6 points below the best, and the title counts what falls under it.
-    accuracies = [p.top1 for p in points]
+    accuracies = [p.top1_mean for p in points]
     floor = max(min(accuracies), max(accuracies) - 6.0) - 0.3
     hidden = sum(a < floor for a in accuracies)
     axes.set_ylim(floor, max(accuracies) + 0.3)

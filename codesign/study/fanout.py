@@ -11,6 +11,9 @@ over and the variant built here).
 Workers are separate processes (``spawn``: no state forked from the parent) that each open the
 study once and build the variants they are handed into the shared OUT, with the torch thread
 count of the parent, so their numbers are those of a serial run.
+
+A build is a (seed, variant) task: a recipe with several seeds builds its trained variants at
+each (see :mod:`codesign.study.seeds`); each seed's build has its own cache key and lock.
 """
 
 from __future__ import annotations
@@ -34,11 +37,12 @@ from codesign.locks import LockInfo
 from codesign.pipeline.results import VariantResult
 from codesign.recipe import Recipe, VariantSpec
 from codesign.runtime import Runtime
-from codesign.study.study import Study
+from codesign.study.study import Study, at_seed
 from codesign.study.variants import attempt_variant, waiting_message
 
 Outcome = VariantResult | LockInfo
-Attempts = Callable[[Sequence[VariantSpec]], Iterator[tuple[VariantSpec, Outcome]]]
+Task = tuple[int, VariantSpec]  # (seed, variant)
+Attempts = Callable[[Sequence[Task]], Iterator[tuple[Task, Outcome]]]
 
 
 def select_variants(recipe: Recipe, names: Sequence[str] | None) -> tuple[VariantSpec, ...]:
@@ -61,17 +65,24 @@ def select_variants(recipe: Recipe, names: Sequence[str] | None) -> tuple[Varian
     return tuple(v for v in recipe.variants if v.name in wanted)
 
 
-def _named(variant: VariantSpec, exc: CodesignError) -> CodesignError:
-    return type(exc)(f"variant {variant.name!r}: {exc}")
+def _label(task: Task, study: Study) -> str:
+    """The variant's name, with its seed where the recipe has several."""
+    seed, variant = task
+    return variant.name if study.recipe.seeds is None else f"{variant.name} (seed {seed})"
+
+
+def _named(task: Task, study: Study, exc: CodesignError) -> CodesignError:
+    return type(exc)(f"variant {_label(task, study)!r}: {exc}")
 
 
 def _serial(study: Study, force: bool) -> Attempts:
-    def attempts(variants: Sequence[VariantSpec]) -> Iterator[tuple[VariantSpec, Outcome]]:
-        for variant in variants:
+    def attempts(tasks: Sequence[Task]) -> Iterator[tuple[Task, Outcome]]:
+        for task in tasks:
+            seed, variant = task
             try:
-                yield variant, attempt_variant(study, variant, force)
+                yield task, attempt_variant(at_seed(study, seed), variant, force)
             except CodesignError as exc:
-                raise _named(variant, exc) from None
+                raise _named(task, study, exc) from None
 
     return attempts
 
@@ -96,10 +107,9 @@ def _init_worker(recipe: Recipe, out: Path, threads: int, runtime: Runtime) -> N
     _WORKER_STUDY = open_study(recipe, out, progress=False, runtime=runtime)
 
 
-def _attempt_in_worker(name: str, force: bool) -> Outcome:
+def _attempt_in_worker(seed: int, variant: VariantSpec, force: bool) -> Outcome:
     assert _WORKER_STUDY is not None
-    (variant,) = [v for v in _WORKER_STUDY.recipe.variants if v.name == name]
-    return attempt_variant(_WORKER_STUDY, variant, force)
+    return attempt_variant(at_seed(_WORKER_STUDY, seed), variant, force)
 
 
 @contextlib.contextmanager
@@ -110,13 +120,13 @@ def _pool(study: Study, force: bool, workers: int) -> Iterator[Attempts]:
     initargs = (study.recipe, study.out, torch.get_num_threads(), study.runtime)
     pool = ProcessPoolExecutor(workers, context, _init_worker, initargs)
 
-    def attempts(variants: Sequence[VariantSpec]) -> Iterator[tuple[VariantSpec, Outcome]]:
-        futures = [(v, pool.submit(_attempt_in_worker, v.name, force)) for v in variants]
-        for variant, future in futures:
+    def attempts(tasks: Sequence[Task]) -> Iterator[tuple[Task, Outcome]]:
+        futures = [(t, pool.submit(_attempt_in_worker, t[0], t[1], force)) for t in tasks]
+        for task, future in futures:
             try:
-                yield variant, future.result()
+                yield task, future.result()
             except CodesignError as exc:
-                raise _named(variant, exc) from None
+                raise _named(task, study, exc) from None
 
     try:
         yield attempts
@@ -129,15 +139,23 @@ def _pool(study: Study, force: bool, workers: int) -> Iterator[Attempts]:
 def build_variants(
     study: Study, variants: Sequence[VariantSpec], *, force: bool = False, jobs: int = 1
 ) -> list[VariantResult]:
-    """Build (or reuse) ``variants`` of ``study`` in ``jobs`` processes (1: this one), sharing
-    OUT with any other process; returns their results in the order given.
+    """Build (or reuse) ``variants`` of ``study`` at its seed (``recipe.seed``): see
+    :func:`build_tasks`."""
+    return build_tasks(study, [(study.recipe.seed, v) for v in variants], force=force, jobs=jobs)
+
+
+def build_tasks(
+    study: Study, tasks: Sequence[Task], *, force: bool = False, jobs: int = 1
+) -> list[VariantResult]:
+    """Build (or reuse) each (seed, variant) of ``tasks`` in ``jobs`` processes (1: this one),
+    sharing OUT with any other process; returns their results in the order given.
 
     A variant another live process is building is passed over, then waited for (one line on
     stderr per variant and holder) until its result is cached or its lock is taken over.
     """
-    results: dict[str, VariantResult] = {}
-    announced: set[tuple[str, str]] = set()
-    pending = list(variants)
+    results: dict[tuple[int, str], VariantResult] = {}
+    announced: set[tuple[int, str, str]] = set()
+    pending = list(tasks)
     workers = min(jobs, len(pending))
     show = study.progress and study.runtime.is_writer
     bar = tqdm(total=len(pending), desc="variants", unit="variant", disable=not show)
@@ -148,20 +166,22 @@ def build_variants(
     )
     with bar, scope as attempts:
         while pending:
-            held: dict[str, LockInfo] = {}
-            for variant, outcome in attempts(pending):
+            held: dict[tuple[int, str], LockInfo] = {}
+            for (seed, variant), outcome in attempts(pending):
                 if isinstance(outcome, LockInfo):
-                    held[variant.name] = outcome
+                    held[seed, variant.name] = outcome
                 else:
-                    results[variant.name] = outcome
-                    bar.set_postfix_str(variant.name)
+                    results[seed, variant.name] = outcome
+                    bar.set_postfix_str(_label((seed, variant), study))
                     bar.update()
-            pending = [v for v in pending if v.name in held]
-            for variant in pending:
-                holder = held[variant.name]
-                if (variant.name, holder.token) not in announced:
-                    announced.add((variant.name, holder.token))
-                    tqdm.write(waiting_message(variant.name, holder), file=sys.stderr)
+            pending = [(s, v) for s, v in pending if (s, v.name) in held]
+            for task in pending:
+                seed, variant = task
+                holder = held[seed, variant.name]
+                if (seed, variant.name, holder.token) not in announced:
+                    announced.add((seed, variant.name, holder.token))
+                    message = waiting_message(_label(task, study), holder)
+                    tqdm.write(message, file=sys.stderr)
             if pending:
                 time.sleep(locks.POLL_S)
-    return [results[v.name] for v in variants]
+    return [results[seed, v.name] for seed, v in tasks]

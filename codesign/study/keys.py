@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 
 # Raise when scoring a built model changes its numbers: evaluation, the capture of real
 # tensors (``variants.CAPTURE_BATCH``), the simulators or the variant.json fields.
-SCORING_VERSION = 1
+# 2: variant.json records its seed and per-image test correctness (``test_correct``), which
+# paired tests read; a variant cached without them is built again under its new key.
+SCORING_VERSION = 2
 
 # Where the data came from does not change results, what was loaded does: the tensors are
 # hashed, so the path (and whether downloading was allowed) stays out of the key.
@@ -39,6 +41,12 @@ def tensor_sha256(tensor: torch.Tensor) -> str:
     hasher = hashlib.sha256(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
     hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return hasher.hexdigest()
+
+
+def split_sha256(split: DataSplit) -> str:
+    """sha256 (hex) of a split's identity (:func:`split_digest`): for a preloaded split its
+    images and labels as loaded."""
+    return digest(split_digest(split))
 
 
 def data_digest(dataset: Dataset, spec: DataSpec) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """``OUT/study.json``: which recipe a study directory belongs to and where its variants are.
 
 Every ``codesign run`` (and ``search``) writes it before building: the recipe's name and the
-digest of its resolved form, the resolved recipe itself, and per variant its name, cache key
-and directory. Two uses:
+digest of its resolved form, the resolved recipe itself, and per build (a variant at a seed:
+see :mod:`codesign.study.seeds`) its name, seed, cache key and directory. Two uses:
 
 - one directory, one recipe: a run of a recipe with another name into the same ``--out`` is
   refused before any work (the same recipe, edited, is the cache's business: its changed
@@ -27,16 +27,18 @@ if TYPE_CHECKING:
     from codesign.study.study import Study
 
 MANIFEST_FILE = "study.json"
-MANIFEST_SCHEMA = 1
+MANIFEST_SCHEMA = 2  # 2: one entry per (variant, seed) build, with its seed
 
 
 @dataclasses.dataclass(frozen=True)
 class ManifestVariant:
-    """A recipe variant as stored: its name, cache key and directory under ``OUT/variants``."""
+    """A recipe variant's build as stored: its name, cache key, directory under
+    ``OUT/variants`` and the seed it is built with."""
 
     name: str
     key: str
     directory: str
+    seed: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,14 +86,16 @@ def check_recipe_fits(out: Path, recipe: Recipe) -> None:
 
 
 def manifest_of(study: Study) -> Manifest:
-    """The manifest of ``study``'s recipe (computes every variant's cache key)."""
+    """The manifest of ``study``'s recipe (computes every build's cache key)."""
+    from codesign.study.seeds import seed_tasks
+    from codesign.study.study import at_seed
     from codesign.study.variants import variant_dir
 
     resolved = json.loads(json.dumps(study.recipe.to_dict()))  # tuples as JSON lists
     entries = []
-    for variant in study.recipe.variants:
-        directory, key = variant_dir(study, variant)
-        entries.append(ManifestVariant(variant.name, key, directory.name))
+    for seed, variant in seed_tasks(study.recipe, study.recipe.variants):
+        directory, key = variant_dir(at_seed(study, seed), variant)
+        entries.append(ManifestVariant(variant.name, key, directory.name, seed))
     return Manifest(study.recipe.name, digest(resolved), resolved, tuple(entries))
 
 

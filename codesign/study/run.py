@@ -18,8 +18,9 @@ from codesign.errors import ConfigError, ResultError
 from codesign.pipeline.results import VariantResult
 from codesign.recipe import Recipe
 from codesign.runtime import Runtime
-from codesign.study.fanout import build_variants, select_variants
+from codesign.study.fanout import build_tasks, select_variants
 from codesign.study.manifest import read_manifest, write_manifest
+from codesign.study.seeds import seed_tasks
 from codesign.study.study import Study, check_out_dir, open_study
 from codesign.study.variants import VARIANT_FILE, read_cached
 
@@ -36,7 +37,9 @@ def run_study(
 ) -> list[VariantResult]:
     """The recipe's variants (those named in ``variants``; all for None), in recipe order,
     built in ``jobs`` processes alongside any other process working on the same OUT; returns
-    their results. Writes ``OUT/study.json`` first (see :mod:`codesign.study.manifest`)."""
+    their results: every variant at the recipe's first seed, then the ones that train at each
+    other seed (see :mod:`codesign.study.seeds`). Writes ``OUT/study.json`` first (see
+    :mod:`codesign.study.manifest`)."""
     selected = select_variants(study.recipe, variants)
     if jobs > 1 and study.runtime.distributed:
         raise ConfigError(
@@ -46,7 +49,7 @@ def run_study(
     if study.runtime.is_writer:
         write_manifest(study)
     distributed.barrier()
-    return build_variants(study, selected, force=force, jobs=jobs)
+    return build_tasks(study, seed_tasks(study.recipe, selected), force=force, jobs=jobs)
 
 
 def write_study_report(
@@ -54,14 +57,20 @@ def write_study_report(
     resolved: Mapping[str, Any],
     scored: Sequence[VariantResult],
     search: SearchResult | None = None,
+    search_seeds: Sequence[VariantResult] = (),
 ) -> dict[str, Any]:
-    """Write every report file of a study into ``out`` from its resolved recipe (JSON form)
-    and its scored variants, print the summary table; returns the ``results.json`` object."""
+    """Write every report file of a study into ``out`` from its resolved recipe (JSON form),
+    its scored variants (every seed) and the search with its configurations rebuilt at the
+    other seeds, print the summary table; returns the ``results.json`` object."""
     from codesign.report import build_results, summary_table, write_report
 
-    results = build_results(resolved, scored, search)
-    timings = {v.variant: v.timing for v in scored}
-    figures_from = list(scored) + ([v.result for v in search.verified] if search else [])
+    results = build_results(resolved, scored, search, search_seeds)
+    first = results.seed
+    timings = {
+        v.variant if v.seed == first else f"{v.variant} (seed {v.seed})": v.timing
+        for v in [*scored, *search_seeds]
+    }
+    figures_from = list(results.variants) + ([v.result for v in search.verified] if search else [])
     if distributed.is_writer():
         write_report(out, results, resolved, figures_from, timings)
         print(summary_table(results))
@@ -77,6 +86,7 @@ def run_recipe(
     force: bool = False,
     progress: bool = True,
     search: SearchResult | None = None,
+    search_seeds: Sequence[VariantResult] = (),
     study: Study | None = None,
     scored: list[VariantResult] | None = None,
     variants: Sequence[str] | None = None,
@@ -87,7 +97,9 @@ def run_recipe(
 
     Returns the ``results.json`` object. ``search`` (from
     :func:`codesign.study.search.run_search`) adds the co-design search's verified
-    configurations to the same report; ``study`` and ``scored`` (its :func:`run_study`
+    configurations to the same report, ``search_seeds`` those of them rebuilt at the recipe's
+    other seeds (:func:`codesign.study.seeds.search_at_other_seeds`); ``study`` and ``scored``
+    (its :func:`run_study`
     results) skip opening the study and re-reading its variants when the caller has them.
     ``variants`` names some of the recipe's variants: only those are built, and unless they
     are all of them no report is written (a report of part of a study would rank part of
@@ -108,8 +120,8 @@ def run_recipe(
             f"{out / 'variants'}; once every variant is built, `codesign report {out}` "
             "writes the report"
         )
-        return {"built": [v.variant for v in scored], "report": None}
-    return write_study_report(out, recipe.to_dict(), scored, search)
+        return {"built": list(dict.fromkeys(v.variant for v in scored)), "report": None}
+    return write_study_report(out, recipe.to_dict(), scored, search, search_seeds)
 
 
 def report_study(out: str | Path) -> dict[str, Any]:
@@ -133,6 +145,7 @@ def report_study(out: str | Path) -> dict[str, Any]:
             missing.append(entry.name)
             continue
         scored.append(result)
+    missing = list(dict.fromkeys(missing))  # a variant missing at several seeds, once
     if missing:
         raise ConfigError(
             f"{out}: variant{'s' if len(missing) > 1 else ''} not built yet: "

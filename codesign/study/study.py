@@ -24,7 +24,7 @@ from codesign.locks import wait_lock
 from codesign.pipeline import load_model, model_kwargs_for, save_model
 from codesign.recipe import Recipe, digest, resolve_checkpoint, resolve_named_file
 from codesign.runtime import Runtime
-from codesign.study.keys import data_digest, study_key_material
+from codesign.study.keys import data_digest, split_sha256, study_key_material
 from codesign.study.manifest import check_recipe_fits
 
 
@@ -68,6 +68,12 @@ class Study:
         tensors takes a moment, so once per study."""
         return digest(data_digest(self.dataset, self.recipe.data))
 
+    @functools.cached_property
+    def test_sha256(self) -> str:
+        """Digest of the test split's images and labels: per-image correctness vectors carry
+        it, and only vectors with the same digest are paired."""
+        return split_sha256(self.dataset.test)
+
     def key_material(self) -> dict[str, Any]:
         """Everything besides a variant's own steps that its result depends on."""
         return study_key_material(self)
@@ -81,6 +87,19 @@ class Study:
             f"{where} {name!r} is not in hardware.archs "
             f"({', '.join(d.name for d in self.datapaths)})"
         )
+
+
+def at_seed(study: Study, seed: int) -> Study:
+    """``study`` with the single seed ``seed``: its variants get that seed's cache keys and
+    train with it. The data and models are shared, not reloaded (nor re-hashed)."""
+    if study.recipe.seed == seed and study.recipe.seeds is None:
+        return study
+    moved = dataclasses.replace(
+        study, recipe=dataclasses.replace(study.recipe, seed=seed, seeds=None)
+    )
+    for name in ("data_sha256", "test_sha256"):  # digests of the data, not of the seed
+        moved.__dict__[name] = getattr(study, name)  # hashed once, on ``study``
+    return moved
 
 
 def load_datapaths(names: Sequence[str], energy_name: str) -> tuple[Datapath, ...]:

@@ -28,7 +28,7 @@ from pathlib import Path
 from torch import nn
 
 from codesign import distributed
-from codesign.data import evaluate, make_forward_loop
+from codesign.data import correct_per_image, evaluate, make_forward_loop
 from codesign.data.datasets import Split
 from codesign.data.subsets import SubsetInfo
 from codesign.errors import ResultError
@@ -36,6 +36,7 @@ from codesign.hw import capture
 from codesign.hw.records import LayerRecord
 from codesign.io import read_json_verified, write_json_atomic, write_json_verified
 from codesign.locks import POLL_S, LockInfo, try_lock, utc_now_iso
+from codesign.per_image import PerImageCorrect
 from codesign.pipeline import (
     BuildContext,
     BuildInfo,
@@ -47,7 +48,7 @@ from codesign.pipeline import (
 )
 from codesign.pipeline.results import LayerSetting, Timing, VariantResult
 from codesign.recipe import VariantSpec, slug
-from codesign.study.keys import variant_key
+from codesign.study.keys import split_sha256, variant_key
 from codesign.study.study import Study
 
 VARIANT_FILE = "variant.json"
@@ -112,7 +113,9 @@ def score_model(
 
     device = study.runtime.torch_device
     split = test if test is not None else study.dataset.test
-    accuracy = evaluate(model, split, device=device)
+    hits = correct_per_image(model, split, device=device)
+    correct = int(hits.sum())
+    digest = study.test_sha256 if test is None else split_sha256(split)
     validation = study.dataset.validation
     assert validation is not None and study.dataset.validation_info is not None
     images, captured = study.dataset.capture_set(study.recipe.data.capture_samples)
@@ -123,9 +126,11 @@ def score_model(
         key=key,
         variant="",
         config={},
-        top1=float(accuracy["top1"]),
-        correct=int(accuracy["correct"]),
-        samples=int(accuracy["samples"]),
+        seed=study.recipe.seed,
+        top1=100.0 * correct / len(split),  # evaluate()'s figure, from the same predictions
+        correct=correct,
+        samples=len(split),
+        test_correct=PerImageCorrect.of(hits, digest),
         val_top1=float(evaluate(model, validation, device=device)["top1"]),
         subsets={"validation": study.dataset.validation_info, "capture": captured},
         weight_sparsity=report["sparsity"],

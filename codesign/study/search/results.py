@@ -13,7 +13,9 @@ from typing import Any
 from codesign.data.subsets import SubsetInfo
 from codesign.errors import CodesignError, ResultError
 from codesign.io import check_json_keys
-from codesign.pipeline.results import VariantResult
+from codesign.pipeline.results import Timing, VariantResult
+from codesign.report.claims import Claim
+from codesign.stats import top1_ci95
 from codesign.study.search.options import Option
 
 
@@ -52,6 +54,7 @@ PREDICTION_KEYS = (
     "predicted_energy_uj_per_inference",
     "choices",
     "dominates",
+    "dominance_tests",
     "chosen",
     "meets_constraint",
 )
@@ -62,23 +65,31 @@ class VerifiedConfiguration:
     """A front entry built and measured like any recipe variant (``result``), with what was
     predicted for it (validation top-1 %, uJ per inference), its per-layer choices, the
     recipe variants it dominates on the search datapath (strictly less energy, at least their
-    test top-1), whether it is the chosen one and whether it meets the constraint."""
+    test top-1) with the paired test of each (``dominance_tests``, in the same order), whether
+    it is the chosen one and whether it meets the constraint.
+
+    In ``results.json`` it carries neither its per-image vector nor its timing (machine-
+    dependent): read back, ``result.test_correct`` is None and the timing zero."""
 
     result: VariantResult
     predicted_top1: float
     predicted_energy_uj_per_inference: float
     choices: tuple[LayerChoice, ...]
     dominates: tuple[str, ...]
+    dominance_tests: tuple[Claim, ...]
     chosen: bool
     meets_constraint: bool
 
     def to_json(self) -> dict[str, Any]:
+        result = self.result.to_json(per_image=False)
+        del result["timing"]
         return {
-            **self.result.to_json(),
+            **result,
             "predicted_top1": self.predicted_top1,
             "predicted_energy_uj_per_inference": self.predicted_energy_uj_per_inference,
             "choices": [c.to_json() for c in self.choices],
             "dominates": list(self.dominates),
+            "dominance_tests": [c.to_json() for c in self.dominance_tests],
             "chosen": self.chosen,
             "meets_constraint": self.meets_constraint,
         }
@@ -89,7 +100,11 @@ class VerifiedConfiguration:
         if missing:
             raise ResultError(f"verified configuration: missing keys {missing}")
         result = VariantResult.from_json(
-            {k: v for k, v in data.items() if k not in PREDICTION_KEYS}
+            {
+                "timing": Timing(0.0, 0.0, 0.0).to_json(),
+                **{k: v for k, v in data.items() if k not in PREDICTION_KEYS},
+            },
+            per_image=False,
         )
         try:
             choices = []
@@ -102,6 +117,7 @@ class VerifiedConfiguration:
                 predicted_energy_uj_per_inference=data["predicted_energy_uj_per_inference"],
                 choices=tuple(choices),
                 dominates=tuple(data["dominates"]),
+                dominance_tests=tuple(Claim.from_json(c) for c in data["dominance_tests"]),
                 chosen=data["chosen"],
                 meets_constraint=data["meets_constraint"],
             )
@@ -143,7 +159,13 @@ class SearchResult:
                 "sensitivity": self.sensitivity_subset.to_dict(),
             },
             "reference_top1_sensitivity": self.reference_top1_sensitivity,
+            "reference_top1_sensitivity_ci95": top1_ci95(
+                self.reference_top1_sensitivity, self.sensitivity_subset.size
+            ),
             "reference_val_top1": self.reference_val_top1,
+            "reference_val_top1_ci95": top1_ci95(
+                self.reference_val_top1, self.validation_subset.size
+            ),
             "options": list(self.options),
             "layers": list(self.layers),
             "sensitivity_drop_points": [list(row) for row in self.sensitivity_drop_points],
@@ -172,7 +194,9 @@ class SearchResult:
             "chosen",
             "verified",
         )
-        check_json_keys(data, keys, "search")
+        # The intervals are derived from the figures and subset sizes: recomputed, not read.
+        derived = ("reference_top1_sensitivity_ci95", "reference_val_top1_ci95")
+        check_json_keys(data, keys, "search", optional=derived)
         try:
             subsets = data["subsets"]
             front = []

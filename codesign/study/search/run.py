@@ -37,8 +37,10 @@ def run_search(
     force: bool = False,
 ) -> SearchResult:
     """Measure, solve, verify. ``uniform`` are the recipe's scored variants, against which
-    every verified configuration is compared on the search datapath."""
+    every verified configuration is compared on the search datapath (those built at the
+    study's seed: the search runs at the first of a recipe's seeds)."""
     goal = Goal(energy_budget_uj, accuracy_floor)
+    uniform = [u for u in uniform if u.seed == study.recipe.seed]
     spec = study.recipe.search or SearchSpec()
     torch.manual_seed(study.recipe.seed)
     options = options_of(spec)

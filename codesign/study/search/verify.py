@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from codesign.errors import ConfigError
 from codesign.pipeline.results import VariantResult
 from codesign.recipe import SearchSpec
+from codesign.report.claims import judge_claim
 from codesign.report.pareto import dominates
 from codesign.study.search.front import Assignment, feasible_span, spread_along_front
 from codesign.study.search.options import Option, configuration_variant
@@ -132,13 +133,19 @@ def judge(
 ) -> tuple[VerifiedConfiguration, ...]:
     """Every build by front index, with its predictions (validation top-1 from ``base_top1``,
     energy with the ``fixed_energy_uj`` of the layers outside the search), choices, the
-    ``uniform`` recipe variants it dominates on the search datapath, and the verdicts."""
+    ``uniform`` recipe variants it dominates on the search datapath with the paired test of
+    each (McNemar on the test images, at the study's seed), and the verdicts."""
     datapath = builds.spec.datapath
+    seed = builds.study.recipe.seed
     verified = []
     for index in sorted(builds.results):
         result = builds.results[index]
         entry = builds.front[index]
         mine = (result.on(datapath).energy_uj_per_inference, result.top1)
+        beaten = tuple(
+            u for u in uniform if dominates(mine, (u.on(datapath).energy_uj_per_inference, u.top1))
+        )
+        runs = {result.variant: {seed: result}, **{u.variant: {seed: u} for u in beaten}}
         verified.append(
             VerifiedConfiguration(
                 result=result,
@@ -148,10 +155,9 @@ def judge(
                     LayerChoice(name, o.weight_bits, o.act_bits, o.sparsity)
                     for name, o in zip(builds.layer_names, builds.choices(index), strict=True)
                 ),
-                dominates=tuple(
-                    u.variant
-                    for u in uniform
-                    if dominates(mine, (u.on(datapath).energy_uj_per_inference, u.top1))
+                dominates=tuple(u.variant for u in beaten),
+                dominance_tests=tuple(
+                    judge_claim(result.variant, u.variant, runs, (seed,), datapath) for u in beaten
                 ),
                 chosen=index == chosen,
                 meets_constraint=builds.meets(index, goal),
