@@ -11,8 +11,7 @@ from torch import nn
 
 from codesign.config import QuantSpec, SparsitySpec
 from codesign.models import create_model
-from codesign.quant import calibrate, quant_layers, quantize_
-from codesign.quant import sequential
+from codesign.quant import calibrate, quant_layers, quantize_, sequential
 from codesign.quant.adaround import AdaRoundConfig, adaround_
 from codesign.quant.gptq import gptq_
 from codesign.quant.sequential import (
@@ -133,12 +132,21 @@ def test_sparsegpt_propagated_equals_prefix_rerun():
     assert masks_a.keys() == masks_b.keys() and masks_a
     for name in masks_a:
         assert torch.equal(masks_a[name].mask, masks_b[name].mask), name
-    for (name, a), b in zip(propagated.state_dict().items(), rerun.state_dict().values()):
+    rerun_state = rerun.state_dict()
+    assert list(rerun_state) == list(propagated.state_dict())
+    for name, a in propagated.state_dict().items():
+        b = rerun_state[name]
         assert torch.equal(a, b), name
 
 
 def _quantized(base, loop, solver):
-    spec = QuantSpec(weight_bits=3, act_bits=8, method="mse", keep_8bit=("first", "last"))
+    spec = QuantSpec(
+        weight_bits=3,
+        act_bits=8,
+        method="minmax",
+        bias_correction=False,
+        keep_8bit=("first", "last"),
+    )
     model = quantize_(copy.deepcopy(base), spec)
     calibrate(model, loop, spec, float_model=base)  # ranges, nearest rounding
     layers = [(n, m) for n, m in quant_layers(model) if m.weight_bits < 8]
@@ -165,5 +173,8 @@ def test_quant_solvers_propagated_equal_prefix_rerun(method):
         with pytest.warns(PropagationWarning):
             rerun, _ = _quantized(base, loop, solver)
     assert len(report) == 6, "the six 3-bit convs of ResNet-8 (conv1 and linear kept at 8)"
-    for (name, a), b in zip(propagated.state_dict().items(), rerun.state_dict().values()):
+    rerun_state = rerun.state_dict()
+    assert list(rerun_state) == list(propagated.state_dict())
+    for name, a in propagated.state_dict().items():
+        b = rerun_state[name]
         assert torch.equal(a, b), name

@@ -115,9 +115,7 @@ def gptq_quantize(
         raise QuantError(f"{columns} columns do not split into groups of M={group} for {nm}")
     device = weight.device
     order = (
-        column_order(hessian, group)
-        if config.act_order
-        else torch.arange(columns, device=device)
+        column_order(hessian, group) if config.act_order else torch.arange(columns, device=device)
     )
     h_inv, dead = inverse_hessian_factor(
         hessian[order][:, order], config.damping, "GPTQ", QuantError
@@ -208,7 +206,13 @@ def gptq_(
         nm = mask.pattern if mask is not None and isinstance(mask.pattern, NMPattern) else None
         fixed = mask.mask.flatten(1)[:, order] if mask is not None and nm is None else None
         result = gptq_quantize(
-            weight, hessian, scale, quantizer.qmin, quantizer.qmax, nm=nm, keep=fixed,
+            weight,
+            hessian,
+            scale,
+            quantizer.qmin,
+            quantizer.qmax,
+            nm=nm,
+            keep=fixed,
             config=config,
         )
         s = scale.double().view(-1, 1)
@@ -238,4 +242,3 @@ def is_fixed_point(layer: QuantConv2d | QuantLinear) -> bool:
     with torch.no_grad():
         before = layer.weight_before_quant()
         return bool(torch.equal(layer.weight_quantizer(before), before))
-

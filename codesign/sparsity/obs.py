@@ -86,13 +86,13 @@ def inverse_hessian_factor(
     error: type[CodesignError] = SparsityError,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(U, dead): U [D, D] float64 the upper Cholesky factor of (H + lambda I)^-1, and dead [D]
-    bool the inputs that were 0 on every calibration row (their H row/column is replaced by
-    the identity's, so H stays invertible; solvers zero their weights).
+        bool the inputs that were 0 on every calibration row (their H row/column is replaced by
+        the identity's, so H stays invertible; solvers zero their weights).
 
-    lambda = ``damping`` x mean(diag H) (SparseGPT's and GPTQ's 1 %). Row i of U is what the
-    OBS update of column i pushes onto the columns after it: SparseGPT and GPTQ sweep the
-    columns left to right with it. ``solver`` and ``error``: the caller's name and exception
-type for a Hessian that cannot be inverted.
+        lambda = ``damping`` x mean(diag H) (SparseGPT's and GPTQ's 1 %). Row i of U is what the
+        OBS update of column i pushes onto the columns after it: SparseGPT and GPTQ sweep the
+        columns left to right with it. ``solver`` and ``error``: the caller's name and exception
+    type for a Hessian that cannot be inverted.
     """
     h = hessian.detach().double().clone()
     dead = h.diagonal() == 0
