@@ -194,7 +194,7 @@ def gptq_(
         layer = by_name[name]
         if not raw:
             raise QuantError(f"layer {name} received no input during calibration")
-        hessian = input_hessian(layer, [layer.input_quantizer(x) for x in raw])
+        hessian = input_hessian(layer, [layer.input_quantizer(x) for x in raw], torch.float32)
         del raw
         order = channel_last_order(layer).to(hessian.device)
         inverse = torch.argsort(order)

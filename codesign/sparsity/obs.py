@@ -49,21 +49,25 @@ def channel_last_order(layer: nn.Module) -> torch.Tensor:
     return torch.arange(channels * positions).view(channels, positions).t().reshape(-1)
 
 
-def input_hessian(layer: nn.Module, inputs: list[torch.Tensor]) -> torch.Tensor:
+def input_hessian(
+    layer: nn.Module, inputs: list[torch.Tensor], product_dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """H = X^T X / P [D, D] (float64) over every im2col row of ``inputs``, columns (R, S, C).
 
     ``inputs``: the layer's input batches ([B, C, H, W] or [B, C]) on any one device; the
-    Hessian is computed there. SparseGPT and GPTQ share it.
+    Hessian is computed there. SparseGPT and GPTQ share it. ``product_dtype``: the precision
+    of each batch's X^T X (batches are summed in float64): SparseGPT's float64, or float32
+    as the GPTQ reference computes it (3x faster on a CPU, relative error about 1e-6).
     """
     if not inputs:
         raise SparsityError("SparseGPT needs calibration inputs: the forward loop gave none")
     device = inputs[0].device
-    order = channel_last_order(layer).to(device)
-    hessian = torch.zeros(len(order), len(order), dtype=torch.float64, device=device)
+    size = layer.weight.shape[1] * math.prod(layer.weight.shape[2:])
+    hessian = torch.zeros(size, size, dtype=torch.float64, device=device)
     rows = 0
     for batch in inputs:
-        columns = im2col(layer, batch)[:, order].double()
-        hessian += columns.T @ columns
+        columns = im2col(layer, batch, channel_last=True).to(product_dtype)
+        hessian += (columns.T @ columns).double()
         rows += columns.shape[0]
     if rows == 0:
         raise SparsityError("SparseGPT needs calibration inputs: the forward loop gave none")
