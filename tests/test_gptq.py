@@ -157,8 +157,12 @@ def test_calibrate_gptq_weights_are_fixed_points_and_beat_nearest() -> None:
     float_model, loop = _resnet8_loop()
     spec = QuantSpec(weight_bits=3, act_bits=8, method="gptq", keep_8bit=("first", "last"))
     model = quantize_(copy.deepcopy(float_model), spec)
-    info = calibrate(model, loop, spec, float_model=float_model)
+    timed: list[str] = []
+    info = calibrate(
+        model, loop, spec, float_model=float_model, on_layer=lambda name, _: timed.append(name)
+    )
     layers = dict(quant_layers(model))
+    assert timed == list(info["gptq"]), "one timing per solved layer, in forward order"
     assert set(info["gptq"]) == {n for n, m in layers.items() if m.weight_bits < 8}
     assert not set(info["gptq"]) & set(info["bias_corrected"]), "GPTQ layers not corrected twice"
     for name, layer in layers.items():
