@@ -13,7 +13,6 @@ from codesign.quant import calibrate, quant_layers, quantize_
 from codesign.quant.adaround import (
     AdaRoundConfig,
     gram_matrices,
-    im2col,
     learn_rounding,
     rectified_sigmoid,
     rounding_regularizer,
@@ -101,25 +100,3 @@ def test_auto_learns_rounding_below_8_bits_only_and_can_skip_it():
     model = quantize_(copy.deepcopy(float_model), w4)
     info = calibrate(model, loop, w4, float_model=float_model, learned_rounding=False)
     assert "adaround" not in info and info["bias_corrected"], "QAT's start: nearest + bias fix"
-
-
-@pytest.mark.parametrize(
-    "conv",
-    [
-        nn.Conv2d(3, 4, 3, padding=1),
-        nn.Conv2d(3, 4, 3, stride=2, padding=1),
-        nn.Conv2d(3, 4, (3, 2), stride=(2, 1), padding=(0, 2), dilation=(1, 2)),
-        nn.Conv2d(3, 4, 1),
-    ],
-)
-def test_im2col_equals_unfold_in_both_column_orders(conv):
-    x = torch.randn(2, 3, 9, 8)
-    cols = nn.functional.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)
-    expected = cols.transpose(1, 2).reshape(-1, cols.shape[1])  # columns (C, R, S)
-    assert torch.equal(im2col(conv, x), expected)
-    channels, taps = 3, cols.shape[1] // 3
-    channel_last = torch.arange(channels * taps).view(channels, taps).t().reshape(-1)
-    assert torch.equal(im2col(conv, x, channel_last=True), expected[:, channel_last])
-    out = nn.functional.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation)
-    rows = im2col(conv, x) @ conv.weight.detach().flatten(1).T  # [B * P, K]
-    torch.testing.assert_close(rows, out.permute(0, 2, 3, 1).reshape(-1, 4))

@@ -29,12 +29,12 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from codesign.data.loops import ForwardLoop
 from codesign.errors import QuantError
 from codesign.quant.fold import fold_batchnorm_
+from codesign.quant.im2col import im2col_row_count, im2col_rows
 from codesign.quant.modules import QuantConv2d, QuantLinear
 from codesign.quant.sequential import LayerTimer, layer_inputs, record_batches
 
@@ -84,40 +84,6 @@ def beta_at(step: int, config: AdaRoundConfig) -> float | None:
     return config.beta_end + (config.beta_start - config.beta_end) * (1 - fraction)
 
 
-def im2col(layer: nn.Module, x: torch.Tensor, channel_last: bool = False) -> torch.Tensor:
-    """Rows [N, D] such that the layer's output at each position is W.flatten(1) @ row.
-
-    Rows are (batch, output row, output column); columns (C, R, S) as ``W.flatten(1)``, or
-    (R, S, C) with ``channel_last`` (N:M groups of input channels adjacent). The same values
-    as ``F.unfold``, built from R x S strided views of the padded input in one copy, which
-    is 10x faster than unfold's layout followed by a transpose.
-    """
-    if not isinstance(layer, nn.Conv2d):
-        return x.reshape(-1, x.shape[-1])
-    if isinstance(layer.padding, str) or layer.padding_mode != "zeros":
-        raise QuantError(
-            f"layer-wise solvers need numeric zero padding; this conv has padding "
-            f"{layer.padding!r}, mode {layer.padding_mode!r}: give it explicit zero padding"
-        )
-    (pad_h, pad_w), (k_h, k_w) = layer.padding, layer.kernel_size
-    (stride_h, stride_w), (dil_h, dil_w) = layer.stride, layer.dilation
-    padded = F.pad(x, (pad_w, pad_w, pad_h, pad_h)).permute(0, 2, 3, 1)  # [B, Hp, Wp, C]
-    batch, height, width, channels = padded.shape
-    out_h = (height - dil_h * (k_h - 1) - 1) // stride_h + 1
-    out_w = (width - dil_w * (k_w - 1) - 1) // stride_w + 1
-    taps = [
-        padded[
-            :,
-            r * dil_h : r * dil_h + stride_h * (out_h - 1) + 1 : stride_h,
-            s * dil_w : s * dil_w + stride_w * (out_w - 1) + 1 : stride_w,
-        ]
-        for r in range(k_h)
-        for s in range(k_w)
-    ]  # each [B, out_h, out_w, C]
-    stacked = torch.stack(taps, dim=3 if channel_last else 4)  # [..., RS, C] or [..., C, RS]
-    return stacked.reshape(batch * out_h * out_w, k_h * k_w * channels)
-
-
 def gram_matrices(
     layer: nn.Module,
     float_inputs: list[torch.Tensor],
@@ -129,11 +95,15 @@ def gram_matrices(
     ``float_inputs``/``quant_inputs``: the same batches seen by the float and the quantized
     layer (quant ones already through the layer's input quantizer).
     """
-    rows_f = torch.cat([im2col(layer, x) for x in float_inputs])
-    rows_q = torch.cat([im2col(layer, x) for x in quant_inputs])
-    if rows_f.shape[0] > GRAM_ROWS:
-        keep = torch.randperm(rows_f.shape[0], generator=generator)[:GRAM_ROWS]
-        rows_f, rows_q = rows_f[keep], rows_q[keep]
+    count = sum(im2col_row_count(layer, x) for x in float_inputs)
+    # Only the sampled rows are built (the same rows, in the same order, as sampling the
+    # concatenation of every batch's im2col rows).
+    if count > GRAM_ROWS:
+        keep = torch.randperm(count, generator=generator)[:GRAM_ROWS]
+    else:
+        keep = torch.arange(count)
+    rows_f = im2col_rows(layer, float_inputs, keep)
+    rows_q = im2col_rows(layer, quant_inputs, keep)
     n = rows_f.shape[0]
     return rows_f.T @ rows_f / n, rows_f.T @ rows_q / n, rows_q.T @ rows_q / n
 

@@ -12,7 +12,7 @@ the pending residual of a ResNet block), each for the whole calibration set, bec
 solve needs all of its inputs before any batch may move past it.
 
 The arithmetic per batch is the eager forward's, op for op, so the inputs equal, bit for bit,
-what a forward hook sees when the whole prefix is re-run (``tests/quant/test_sequential.py``
+what a forward hook sees when the whole prefix is re-run (``tests/test_sequential.py``
 checks the solvers' answers both ways). A model torch.fx cannot trace (data-dependent control
 flow) falls back to that re-run, with a warning, since it is quadratic in depth.
 """

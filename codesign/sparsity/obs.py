@@ -12,7 +12,8 @@ pushed onto later columns), choosing the masks by that cost per block of columns
 For convolutions the columns are reordered to (R, S, C) first, so an N:M group (M consecutive
 input channels at one kernel position, the layout of ``nm_mask``) is M adjacent columns.
 Layers are pruned in forward order, each on the inputs the already pruned layers before it
-produce (as SparseGPT does), so later layers also absorb the earlier ones' error.
+produce (as SparseGPT does), so later layers also absorb the earlier ones' error; the
+calibration batches pass through the network once for all layers (``codesign.quant.sequential``).
 
 The column loop is sequential by construction (each decision depends on the updates of the
 columns before it); every step is a vectorised operation over all K rows.
@@ -32,7 +33,7 @@ from torch.nn.utils import parametrize
 from codesign.config import SparsitySpec
 from codesign.data.loops import ForwardLoop
 from codesign.errors import CodesignError, SparsityError
-from codesign.quant.adaround import im2col
+from codesign.quant.im2col import im2col
 from codesign.quant.sequential import LayerTimer, layer_inputs, record_batches
 from codesign.sparsity.masks import NMPattern, Unstructured, magnitude_mask, nm_mask
 from codesign.sparsity.prune import WeightMask, plan_pruning
