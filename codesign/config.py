@@ -52,7 +52,7 @@ __all__ = [
 # ``codesign prune --prune-method``).
 PruneMethod = Literal["magnitude", "sparsegpt"]
 PRUNE_METHODS: tuple[str, ...] = get_args(PruneMethod)
-PtqMethod = Literal["auto", "minmax", "percentile", "mse", "adaround"]
+PtqMethod = Literal["auto", "minmax", "percentile", "mse", "adaround", "gptq"]
 PTQ_METHODS: tuple[str, ...] = get_args(PtqMethod)
 # Training images that calibrate PTQ ranges and feed SparseGPT, unless a command or recipe
 # says otherwise (``--calib-samples``, ``[data] calib_samples``).
@@ -124,7 +124,9 @@ class QuantSpec:
     Conv2d/Linear) per tensor, unsigned where the observed input is non-negative.
     ``method`` picks the range estimator: minmax | percentile | mse, or auto = adaround: min-max
     ranges for 8-bit quantizers, MSE-optimal clipping below 8 bits, and learned rounding of
-    weights below 8 bits (AdaRound, Nagel et al., ICML 2020). At 8 bits the grid is fine enough
+    weights below 8 bits (AdaRound, Nagel et al., ICML 2020); gptq: min-max weight ranges,
+    activation ranges as auto, weights below 8 bits rounded by GPTQ (Frantar et al., ICLR 2023), jointly with an N:M mask where the
+    layer has one (``codesign.quant.gptq``). At 8 bits the grid is fine enough
     that min-max ranges lose little to clipped ones and need no search; at 4 bits range clipping
     and rounding decisions dominate the error (Nagel et al., "A White Paper on Neural Network
     Quantization", 2021). Measured effects: docs/results/.

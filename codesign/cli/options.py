@@ -211,7 +211,8 @@ def add_quant_args(parser: argparse.ArgumentParser, required: bool = True) -> No
         "--method",
         default=None,
         help="auto = adaround: min-max ranges at 8 bits, MSE ranges and learned "
-        "rounding (AdaRound) below | minmax | percentile | mse (nearest rounding) "
+        "rounding (AdaRound) below | gptq: min-max weight ranges, GPTQ rounding below 8 "
+        "bits (joint with 2:4 masks) | minmax | percentile | mse (nearest rounding) "
         "(default: auto)",
     )
     parser.add_argument(

@@ -23,20 +23,20 @@ take about a second on a CPU.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from codesign.data.loops import ForwardLoop
 from codesign.errors import QuantError
 from codesign.quant.fold import fold_batchnorm_
+from codesign.quant.im2col import im2col_row_count, im2col_rows
 from codesign.quant.modules import QuantConv2d, QuantLinear
+from codesign.quant.sequential import LayerTimer, layer_inputs, record_batches
 
 ZETA, GAMMA = 1.1, -0.1  # stretch of the rectified sigmoid (paper eq. 23)
 GRAM_ROWS = 1 << 14  # im2col rows sampled per layer: >= 28 per input dimension (D <= 576)
@@ -84,14 +84,6 @@ def beta_at(step: int, config: AdaRoundConfig) -> float | None:
     return config.beta_end + (config.beta_start - config.beta_end) * (1 - fraction)
 
 
-def im2col(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Rows [N, D] such that the layer's output at each position is W.flatten(1) @ row."""
-    if isinstance(layer, nn.Conv2d):
-        cols = F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
-        return cols.transpose(1, 2).reshape(-1, cols.shape[1])  # [B * L, C * R * S]
-    return x.reshape(-1, x.shape[-1])
-
-
 def gram_matrices(
     layer: nn.Module,
     float_inputs: list[torch.Tensor],
@@ -103,11 +95,15 @@ def gram_matrices(
     ``float_inputs``/``quant_inputs``: the same batches seen by the float and the quantized
     layer (quant ones already through the layer's input quantizer).
     """
-    rows_f = torch.cat([im2col(layer, x) for x in float_inputs])
-    rows_q = torch.cat([im2col(layer, x) for x in quant_inputs])
-    if rows_f.shape[0] > GRAM_ROWS:
-        keep = torch.randperm(rows_f.shape[0], generator=generator)[:GRAM_ROWS]
-        rows_f, rows_q = rows_f[keep], rows_q[keep]
+    count = sum(im2col_row_count(layer, x) for x in float_inputs)
+    # Only the sampled rows are built (the same rows, in the same order, as sampling the
+    # concatenation of every batch's im2col rows).
+    if count > GRAM_ROWS:
+        keep = torch.randperm(count, generator=generator)[:GRAM_ROWS]
+    else:
+        keep = torch.arange(count)
+    rows_f = im2col_rows(layer, float_inputs, keep)
+    rows_q = im2col_rows(layer, quant_inputs, keep)
     n = rows_f.shape[0]
     return rows_f.T @ rows_f / n, rows_f.T @ rows_q / n, rows_q.T @ rows_q / n
 
@@ -172,58 +168,6 @@ def _optimise(
         optimizer.step()
 
 
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run on one thread: the [K, D] x [D, D] products are too small to split, and on a
-    shared CPU two threads waiting on each other measured 3-10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-class _StopForward(Exception):
-    """Raised by a capture hook once the last layer of interest has seen its input."""
-
-
-class _UpTo(nn.Module):
-    """Runs ``model`` only until ``last`` has received its input (the rest is not needed),
-    returning None; calibration forward loops ignore the output."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, *args: object, **kwargs: object) -> None:
-        with contextlib.suppress(_StopForward):
-            self.model(*args, **kwargs)
-
-
-def capture_layer_inputs(
-    model: nn.Module, names: list[str], forward_loop: ForwardLoop
-) -> dict[str, list[torch.Tensor]]:
-    """Inputs [B, ...] of the named layers (given in forward order) for every batch of
-    ``forward_loop``; each batch stops at the last named layer."""
-    captured: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-    handles = []
-    for name in names:
-
-        def hook(_: nn.Module, inputs: tuple[torch.Tensor, ...], name: str = name) -> None:
-            captured[name].append(inputs[0].detach())
-            if name == names[-1]:
-                raise _StopForward
-
-        handles.append(model.get_submodule(name).register_forward_pre_hook(hook))
-    try:
-        forward_loop(_UpTo(model))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return captured
-
-
 @torch.no_grad()
 def adaround_(
     model: nn.Module,
@@ -231,28 +175,25 @@ def adaround_(
     forward_loop: ForwardLoop,
     layers: list[tuple[str, QuantConv2d | QuantLinear]],
     config: AdaRoundConfig | None = None,
+    on_layer: LayerTimer | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Learn the rounding of ``layers`` (in forward order) and bake it into their weights.
+    """Learn the rounding of ``layers`` and bake it into their weights.
 
     ``model``: quantized and calibrated (scales set); ``float_model``: the float reference of
-    the same structure (BN is folded in a copy if the quantized model has no BN left). After
+    the same structure (BN is folded in a copy if the quantized model has no BN left). The
+    calibration batches of ``forward_loop`` are propagated once through both models, layer by
+    layer (``codesign.quant.sequential``): each layer's float input comes from the float
+    model, its quantized input from ``model`` with every earlier layer already rounded. After
     each layer its stored weight is codes * scale, so nearest rounding reproduces the codes
-    and later layers see its final output. Returns per-layer errors and seconds.
+    and later layers see its final output. Returns per layer the errors of
+    :func:`learn_rounding`, ``data_seconds`` (propagation up to the layer and its Gram
+    matrices) and ``seconds`` (everything for the layer), which ``on_layer(name, seconds)``
+    also receives as each layer finishes.
 
-    Runs on one thread throughout: its many small per-layer tensor ops are bound by thread
-    synchronisation, not arithmetic, so extra threads mostly wait (timings in docs/results/).
+    The thread count is the caller's (``torch.set_num_threads``, the ``--threads`` flag):
+    the [K, D] x [D, D] products are small, and on a busy machine fewer threads than cores
+    can be faster, but that is the user's call, not this function's.
     """
-    with single_thread():
-        return _adaround_layers(model, float_model, forward_loop, layers, config)
-
-
-def _adaround_layers(
-    model: nn.Module,
-    float_model: nn.Module,
-    forward_loop: ForwardLoop,
-    layers: list[tuple[str, QuantConv2d | QuantLinear]],
-    config: AdaRoundConfig | None,
-) -> dict[str, dict[str, float]]:
     config = config or AdaRoundConfig()
     grouped = [name for name, layer in layers if getattr(layer, "groups", 1) != 1]
     if grouped:
@@ -260,17 +201,26 @@ def _adaround_layers(
     reference = copy.deepcopy(float_model).eval()
     if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
         fold_batchnorm_(reference)
+    by_name = dict(layers)
     names = [name for name, _ in layers]
-    float_inputs = capture_layer_inputs(reference, names, forward_loop)
-    del reference
+    batches = record_batches(forward_loop)
     generator = torch.Generator().manual_seed(0)
     report: dict[str, dict[str, float]] = {}
     model.eval()
-    for name, layer in layers:
-        started = time.perf_counter()
-        quant_raw = capture_layer_inputs(model, [name], forward_loop)[name]
+    started = time.perf_counter()
+    # Both walks run in lockstep: each pauses before the same layer, in forward order.
+    quant_walk = layer_inputs(model, names, batches)
+    float_walk = layer_inputs(reference, names, batches)
+    for (name, quant_raw), (float_name, float_inputs) in zip(quant_walk, float_walk, strict=True):
+        if float_name != name:
+            raise QuantError(
+                f"the float model runs {float_name} where the quantized one runs {name}: "
+                "pass the float model the quantized one was made from"
+            )
+        layer = by_name[name]
         quant_inputs = [layer.input_quantizer(x) for x in quant_raw]
-        grams = gram_matrices(layer, float_inputs.pop(name), quant_inputs, generator)
+        grams = gram_matrices(layer, float_inputs, quant_inputs, generator)
+        del quant_raw, float_inputs, quant_inputs
         data_seconds = time.perf_counter() - started
         quantizer = layer.weight_quantizer
         weight = layer.weight_before_quant()
@@ -281,7 +231,10 @@ def _adaround_layers(
         layer.set_weight_before_quant(codes * quantizer.scale.detach())
         report[name] = {
             **errors,
-            "data_seconds": data_seconds,  # forward pass up to the layer + Gram matrices
+            "data_seconds": data_seconds,
             "seconds": time.perf_counter() - started,
         }
+        if on_layer is not None:
+            on_layer(name, report[name]["seconds"])
+        started = time.perf_counter()
     return report

@@ -12,7 +12,8 @@ pushed onto later columns), choosing the masks by that cost per block of columns
 For convolutions the columns are reordered to (R, S, C) first, so an N:M group (M consecutive
 input channels at one kernel position, the layout of ``nm_mask``) is M adjacent columns.
 Layers are pruned in forward order, each on the inputs the already pruned layers before it
-produce (as SparseGPT does), so later layers also absorb the earlier ones' error.
+produce (as SparseGPT does), so later layers also absorb the earlier ones' error; the
+calibration batches pass through the network once for all layers (``codesign.quant.sequential``).
 
 The column loop is sequential by construction (each decision depends on the updates of the
 columns before it); every step is a vectorised operation over all K rows.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import Any
 
 import torch
@@ -30,8 +32,9 @@ from torch.nn.utils import parametrize
 
 from codesign.config import SparsitySpec
 from codesign.data.loops import ForwardLoop
-from codesign.errors import SparsityError
-from codesign.quant.adaround import capture_layer_inputs, im2col
+from codesign.errors import CodesignError, SparsityError
+from codesign.quant.im2col import im2col
+from codesign.quant.sequential import LayerTimer, layer_inputs, record_batches
 from codesign.sparsity.masks import NMPattern, Unstructured, magnitude_mask, nm_mask
 from codesign.sparsity.prune import WeightMask, plan_pruning
 
@@ -49,14 +52,25 @@ def channel_last_order(layer: nn.Module) -> torch.Tensor:
     return order.view(channels, positions).t().reshape(-1)
 
 
-def input_hessian(layer: nn.Module, inputs: list[torch.Tensor]) -> torch.Tensor:
-    """H = X^T X / P [D, D] (float64) over every im2col row of ``inputs``, columns (R, S, C)."""
-    order = channel_last_order(layer)
-    hessian = torch.zeros(len(order), len(order), dtype=torch.float64, device=order.device)
+def input_hessian(
+    layer: nn.Module, inputs: list[torch.Tensor], product_dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """H = X^T X / P [D, D] (float64) over every im2col row of ``inputs``, columns (R, S, C).
+
+    ``inputs``: the layer's input batches ([B, C, H, W] or [B, C]) on any one device; the
+    Hessian is computed there. SparseGPT and GPTQ share it. ``product_dtype``: the precision
+    of each batch's X^T X (batches are summed in float64): SparseGPT's float64, or float32
+    as the GPTQ reference computes it (3x faster on a CPU, relative error about 1e-6).
+    """
+    if not inputs:
+        raise SparsityError("SparseGPT needs calibration inputs: the forward loop gave none")
+    device = inputs[0].device
+    size = layer.weight.shape[1] * math.prod(layer.weight.shape[2:])
+    hessian = torch.zeros(size, size, dtype=torch.float64, device=device)
     rows = 0
     for batch in inputs:
-        columns = im2col(layer, batch)[:, order].double()
-        hessian += columns.T @ columns
+        columns = im2col(layer, batch, channel_last=True).to(product_dtype)
+        hessian += (columns.T @ columns).double()
         rows += columns.shape[0]
     if rows == 0:
         raise SparsityError("SparseGPT needs calibration inputs: the forward loop gave none")
@@ -70,6 +84,37 @@ def output_error(weight: torch.Tensor, pruned: torch.Tensor, hessian: torch.Tens
     reference = weight.double()
     energy = float(((reference @ hessian) * reference).sum())
     return float(((delta @ hessian) * delta).sum()) / max(energy, 1e-30)
+
+
+def inverse_hessian_factor(
+    hessian: torch.Tensor,
+    damping: float,
+    solver: str = "SparseGPT",
+    error: type[CodesignError] = SparsityError,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(U, dead): U [D, D] float64 the upper Cholesky factor of (H + lambda I)^-1, and dead [D]
+        bool the inputs that were 0 on every calibration row (their H row/column is replaced by
+        the identity's, so H stays invertible; solvers zero their weights).
+
+        lambda = ``damping`` x mean(diag H) (SparseGPT's and GPTQ's 1 %). Row i of U is what the
+        OBS update of column i pushes onto the columns after it: SparseGPT and GPTQ sweep the
+        columns left to right with it. ``solver`` and ``error``: the caller's name and exception
+    type for a Hessian that cannot be inverted.
+    """
+    h = hessian.detach().double().clone()
+    dead = h.diagonal() == 0
+    h[dead, dead] = 1.0
+    h.diagonal().add_(damping * float(h.diagonal().mean()))
+    try:
+        return (
+            torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True),
+            dead,
+        )
+    except torch.linalg.LinAlgError as exc:
+        raise error(
+            f"{solver} could not invert the calibration Hessian ({exc}); raise the damping "
+            f"(now {damping}) or give more calibration images"
+        ) from None
 
 
 @torch.no_grad()
@@ -94,21 +139,11 @@ def sparsegpt_prune(
             "checkpoint and the input data (or use method 'magnitude')"
         )
     work = weight.detach().double().clone()
-    h = hessian.detach().double().clone()
+    h_inv, dead = inverse_hessian_factor(hessian, damping)
     # Inputs that are 0 on every calibration image give their weights no error signal; like
     # SparseGPT, they are zeroed (removed first) rather than guessed at.
-    dead = h.diagonal() == 0
-    h[dead, dead] = 1.0
     work[:, dead] = 0.0
-    h.diagonal().add_(damping * float(h.diagonal().mean()))
-    try:
-        h_inv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
-    except torch.linalg.LinAlgError as exc:
-        raise SparsityError(
-            f"SparseGPT could not invert the calibration Hessian ({exc}); raise the damping "
-            f"(now {damping}) or give more calibration images"
-        ) from None
-    removed = torch.zeros(rows, columns, dtype=torch.bool, device=weight.device)
+    removed = torch.zeros(rows, columns, dtype=torch.bool, device=work.device)
     if isinstance(pattern, NMPattern):
         if columns % pattern.m:
             raise SparsityError(
@@ -129,7 +164,7 @@ def sparsegpt_prune(
             count = round(total_removed * end / columns) - round(total_removed * start / columns)
             if count:
                 cost = (block**2 / diagonal**2).flatten()
-                chosen = torch.zeros(cost.numel(), dtype=torch.bool, device=cost.device)
+                chosen = torch.zeros(cost.numel(), dtype=torch.bool, device=work.device)
                 chosen[cost.topk(count, largest=False).indices] = True
                 removed[:, start:end] = chosen.view(rows, end - start)
         for i in range(end - start):
@@ -150,7 +185,10 @@ def sparsegpt_prune(
 
 @torch.no_grad()
 def sparsegpt_prune_(
-    model: nn.Module, spec: SparsitySpec, forward_loop: ForwardLoop
+    model: nn.Module,
+    spec: SparsitySpec,
+    forward_loop: ForwardLoop,
+    on_layer: LayerTimer | None = None,
 ) -> dict[str, dict[str, float]]:
     """Prune ``model`` in place like ``prune_(model, spec)``, choosing masks and repairing the
     kept weights with SparseGPT on the inputs ``forward_loop`` feeds (calibration images).
@@ -159,19 +197,27 @@ def sparsegpt_prune_(
     layers, which the per-layer OBS cost does not compare), one-shot (a gradual schedule
     re-computes masks by magnitude during fine-tuning). Returns per layer the relative output
     error of magnitude pruning and of SparseGPT on the calibration inputs
-    (``magnitude_error``, ``sparsegpt_error``, see :func:`output_error`).
+    (``magnitude_error``, ``sparsegpt_error``, see :func:`output_error`). The calibration
+    batches are propagated once through the network, layer by layer
+    (``codesign.quant.sequential``), so the cost is linear in depth. ``on_layer(name,
+    seconds)``, if given, is called after each layer with the seconds it took (propagation
+    up to it, Hessian, solve); timings stay out of the returned report so it is reproducible.
     """
     # The spec's own validation says which scopes and schedules SparseGPT supports; it also
     # runs here for a spec built with another method and handed in directly.
     dataclasses.replace(spec, method="sparsegpt")
-    plans = plan_pruning(model, spec)
+    plans = {plan.name: plan for plan in plan_pruning(model, spec)}
     report: dict[str, dict[str, Any]] = {}
     model.eval()
-    for plan in plans:  # forward order: each layer sees the pruned layers before it
+    batches = record_batches(forward_loop)
+    started = time.perf_counter()
+    # Forward order, propagated once: each layer sees the pruned layers before it.
+    for name, inputs in layer_inputs(model, list(plans), batches):
+        plan = plans[name]
         layer = plan.module
-        inputs = capture_layer_inputs(model, [plan.name], forward_loop)[plan.name]
         hessian = input_hessian(layer, inputs)
-        order = channel_last_order(layer)
+        del inputs
+        order = channel_last_order(layer).to(hessian.device)
         weight = layer.weight.detach().flatten(1)[:, order]
         pruned, keep = sparsegpt_prune(weight, hessian, plan.pattern)
         magnitude_keep = (
@@ -179,7 +225,7 @@ def sparsegpt_prune_(
             if isinstance(plan.pattern, NMPattern)
             else magnitude_mask(weight, plan.pattern.sparsity)
         )
-        report[plan.name] = {
+        report[name] = {
             "magnitude_error": output_error(weight, weight * magnitude_keep, hessian),
             "sparsegpt_error": output_error(weight, pruned, hessian),
         }
@@ -190,4 +236,7 @@ def sparsegpt_prune_(
         parametrize.register_parametrization(
             layer, "weight", WeightMask(mask, plan.pattern, plan.scope)
         )
+        if on_layer is not None:
+            on_layer(name, time.perf_counter() - started)
+        started = time.perf_counter()
     return report
