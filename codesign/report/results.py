@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from codesign.pipeline.results import VariantResult
     from codesign.study.search.results import SearchResult
 
-RESULTS_SCHEMA = 2
+RESULTS_SCHEMA = 3
 POINT_COLUMNS = (
     "variant",
     "source",
@@ -30,6 +30,8 @@ POINT_COLUMNS = (
     "cycles",
     "compute_cycles",
     "stall_cycles",
+    "bops",
+    "effectual_bops",
     "weight_density",
     "act_density",
     "effectual_mac_fraction",
@@ -40,7 +42,8 @@ POINT_COLUMNS = (
 @dataclasses.dataclass(frozen=True)
 class Point:
     """One variant on one datapath: test and validation top-1 (%), energy (uJ) and cycles per
-    inference with their breakdowns, measured densities, and the per-layer rows.
+    inference with their breakdowns, bit operations per inference (dense and effectual),
+    measured densities, and the per-layer rows.
     ``source``: "recipe" for a recipe variant, "search" for a verified search configuration."""
 
     variant: str
@@ -54,6 +57,8 @@ class Point:
     cycles: float
     compute_cycles: float
     stall_cycles: float
+    bops: int
+    effectual_bops: float
     weight_density: float
     act_density: float
     effectual_mac_fraction: float
@@ -91,6 +96,8 @@ def points_of(variant: VariantResult, source: str = "recipe") -> list[Point]:
             cycles=cost.cycles,
             compute_cycles=cost.compute_cycles,
             stall_cycles=cost.stall_cycles,
+            bops=cost.bops,
+            effectual_bops=cost.effectual_bops,
             weight_density=variant.weight_density,
             act_density=variant.act_density,
             effectual_mac_fraction=variant.effectual_mac_fraction,

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 # Raise when scoring a built model changes its numbers: evaluation, the capture of real
 # tensors (``variants.CAPTURE_BATCH``), the simulators or the variant.json fields.
-SCORING_VERSION = 1
+# 2: bit operations (``bops``, ``effectual_bops``) in every datapath summary.
+SCORING_VERSION = 2
 
 # Where the data came from does not change results, what was loaded does: the tensors are
 # hashed, so the path (and whether downloading was allowed) stays out of the key.
