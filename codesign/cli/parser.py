@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("eval", "top-1 accuracy of a checkpoint", "on the test split of --data.")
     add_common(p)
+    p.add_argument(
+        "--integer",
+        action="store_true",
+        help="run a quantized checkpoint on integer-only ops (integer codes, int32 "
+        "accumulation, dyadic requantization) and compare it with the fake-quant model "
+        "(default: the model as stored)",
+    )
 
     p = command(
         "ptq",

@@ -8,7 +8,14 @@ from codesign.data.datasets import (
     Split,
     load_dataset,
 )
-from codesign.data.loops import ForwardLoop, augment, batches, evaluate, make_forward_loop
+from codesign.data.loops import (
+    ForwardLoop,
+    augment,
+    batches,
+    evaluate,
+    logits_of,
+    make_forward_loop,
+)
 
 __all__ = [
     "CIFAR_MEAN",
@@ -21,5 +28,6 @@ __all__ = [
     "batches",
     "evaluate",
     "load_dataset",
+    "logits_of",
     "make_forward_loop",
 ]

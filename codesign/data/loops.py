@@ -90,3 +90,14 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 512) -> dict[str,
     finally:
         model.train(was_training)
     return {"top1": 100.0 * correct / len(split), "correct": correct, "samples": len(split)}
+
+
+@torch.no_grad()
+def logits_of(model: nn.Module, split: Split, batch_size: int = 512) -> torch.Tensor:
+    """The model's outputs on every image of ``split``, in split order: [N, classes]."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(images) for images, _ in batches(split, batch_size)])
+    finally:
+        model.train(was_training)

@@ -41,7 +41,10 @@ def load_model(
 
         prune_(model, SparsitySpec.from_dict(recipe["sparsity"]))
     if "quant" in recipe:
-        quantize_(model, QuantSpec.from_dict(recipe["quant"]))
+        # A checkpoint written before residual sums were quantized names no residual_bits:
+        # its model added in float, so it is rebuilt that way (its state has no such scales).
+        quant = {"residual_bits": 0, **recipe["quant"]}
+        quantize_(model, QuantSpec.from_dict(quant))
     load_state_into(model, extract_state_dict(raw), str(checkpoint))
     model.eval()
     return model, name, recipe

@@ -6,7 +6,8 @@ named child ``input_quantizer``; the weight fake-quant is the last parametrizati
 ``weight`` (after any pruning mask, so pruned zeros stay exactly zero). They expose
 ``weight_bits``/``input_bits`` as plain ints, their integer codes and scales, and an integer
 forward pass (integer codes, exact integer accumulation, then scales) that the tests compare
-with the fake-quant output.
+with the fake-quant output. ``QuantAdd`` is a residual sum whose two operands are
+fake-quantized by the named children ``main_quantizer`` and ``shortcut_quantizer``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from codesign.models.residual import ResidualAdd
 from codesign.quant.quantizers import ActQuantizer, WeightQuantizer
 
 INT32_MAX = 2**31 - 1
@@ -98,6 +100,28 @@ class QuantLinear(QuantMixin, nn.Linear):
 
 
 QUANT_LAYERS = (QuantConv2d, QuantLinear)
+
+
+class QuantAdd(ResidualAdd):
+    """A residual sum of two fake-quantized operands, each per tensor at ``bits``.
+
+    Integer hardware adds integers: the main branch (a conv output, requantized from its
+    accumulator) and the shortcut (a stored activation) each have a scale and an integer
+    grid, unsigned where calibration saw no negative value. The sum itself is not rounded
+    here: its consumers (the next layers' input quantizers) quantize it.
+    """
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.bits = bits
+        self.main_quantizer = ActQuantizer(bits)
+        self.shortcut_quantizer = ActQuantizer(bits)
+
+    def forward(self, main: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        return self.main_quantizer(main) + self.shortcut_quantizer(shortcut)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"
 
 
 def to_quant_layer(
