@@ -2,7 +2,7 @@
 
 The public API: models (``create_model``, ``list_models``, ``load_model``), data
 (``load_dataset``, ``make_forward_loop``, ``evaluate``), quantization (``quantize_``,
-``calibrate``), pruning (``prune_``, ``sparsity_report``) and specs (``QuantSpec``,
+``calibrate``, ``integer_model`` for integer-only inference), pruning (``prune_``, ``sparsity_report``) and specs (``QuantSpec``,
 ``SparsitySpec``, ``TrainSpec``).
 """
 
@@ -11,7 +11,7 @@ from codesign.data import evaluate, load_dataset, make_forward_loop
 from codesign.errors import CodesignError
 from codesign.models import create_model, list_models
 from codesign.pipeline import load_model
-from codesign.quant import calibrate, quantize_
+from codesign.quant import calibrate, integer_model, quantize_
 from codesign.sparsity import prune_, sparsity_report
 
 __version__ = "0.1.0"
@@ -25,6 +25,7 @@ __all__ = [
     "calibrate",
     "create_model",
     "evaluate",
+    "integer_model",
     "list_models",
     "load_dataset",
     "load_model",

@@ -7,7 +7,9 @@ from torch import nn
 from codesign.config import LayerOverride, QuantSpec
 from codesign.errors import ConfigError, QuantError
 from codesign.models import create_model
+from codesign.pipeline import load_model, model_kwargs_for, save_model
 from codesign.quant import calibrate, fold_batchnorm_, quant_layers, quantize_
+from codesign.quant.modules import QuantAdd
 from codesign.quant.quantizers import ActQuantizer, WeightQuantizer, lsq_quantize
 from codesign.quant.ranges import integer_range, mse_scale_per_row
 
@@ -176,3 +178,32 @@ def test_empty_calibration_is_an_error():
     quantize_(model, spec)
     with pytest.raises(QuantError, match="no input"):
         calibrate(model, lambda m: None, spec, float_model=float_model)
+
+
+def test_residual_sums_get_quantized_operands_unless_residual_bits_is_0():
+    model, _, _ = _quantized_resnet(QuantSpec(weight_bits=8, act_bits=8))
+    adds = [m for _, m in model.named_modules() if isinstance(m, QuantAdd)]
+    assert len(adds) == 3 and all(add.bits == 8 for add in adds)
+    for add in adds:
+        # the main branch (conv + folded BN) is signed; the shortcut follows a ReLU
+        assert bool(add.main_quantizer.signed) and not bool(add.shortcut_quantizer.signed)
+    main, shortcut = torch.randn(2, 16, 4, 4), torch.rand(2, 16, 4, 4)
+    expected = adds[0].main_quantizer(main) + adds[0].shortcut_quantizer(shortcut)
+    assert torch.equal(adds[0](main, shortcut), expected)
+    floats = quantize_(create_model("resnet8"), QuantSpec(residual_bits=0))
+    assert not any(isinstance(m, QuantAdd) for m in floats.modules())
+    with pytest.raises(ConfigError, match="0 \\(float sums\\) or from 2 to 8"):
+        QuantSpec(residual_bits=1)
+
+
+def test_checkpoint_without_residual_bits_loads_with_float_sums(tmp_path):
+    """A checkpoint written before residual sums were quantized names no residual_bits: it is
+    rebuilt with float sums, as it was calibrated, and computes what it did."""
+    spec = QuantSpec(weight_bits=8, act_bits=8, residual_bits=0)
+    model, _, images = _quantized_resnet(spec)
+    old_recipe = {"quant": {k: v for k, v in spec.to_dict().items() if k != "residual_bits"}}
+    save_model(tmp_path / "old.pt", model, "resnet8", old_recipe, model_kwargs_for(model))
+    loaded, _, _ = load_model(tmp_path / "old.pt")
+    assert not any(isinstance(m, QuantAdd) for m in loaded.modules())
+    with torch.no_grad():
+        assert torch.equal(loaded(images), model.eval()(images))

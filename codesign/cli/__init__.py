@@ -1,7 +1,7 @@
 """The ``codesign`` command line: argparse subcommands, no logic of their own.
 
 ``parser`` defines every option; ``model_commands`` (eval, ptq, qat, prune, train),
-``hardware_commands`` (simulate) and ``study_commands`` (run, search, demo) each build a
+``export_commands`` (export), ``hardware_commands`` (simulate) and ``study_commands`` (run, search, demo) each build a
 variant or a study from the flags and call the pipeline. Every command takes ``--out DIR`` and
 writes ``DIR/result.json`` atomically, after all work is done, so a failed run leaves nothing
 half-written. Any user error ends with exit status 2 and one line on stderr.
@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from codesign.cli.export_commands import cmd_export
 from codesign.cli.hardware_commands import cmd_simulate
 from codesign.cli.model_commands import cmd_eval, cmd_prune, cmd_ptq, cmd_qat, cmd_train
 from codesign.cli.parser import build_parser
@@ -28,6 +29,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "qat": cmd_qat,
     "train": cmd_train,
     "prune": cmd_prune,
+    "export": cmd_export,
     "simulate": cmd_simulate,
     "demo": cmd_demo,
     "run": cmd_run,

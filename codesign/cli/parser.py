@@ -18,7 +18,8 @@ DESCRIPTION = (
     "accelerator datapaths (systolic arrays, PE arrays, SCNN, 2:4 tensor cores), to weigh "
     "accuracy against energy per inference. Start with `codesign demo --out runs/demo`; "
     "`codesign run RECIPE` runs a whole study, `codesign search RECIPE` the hardware-aware "
-    "per-layer co-design search; eval, ptq, qat, prune, simulate and train are the single steps."
+    "per-layer co-design search; eval, ptq, qat, prune, export, simulate and train are the "
+    "single steps."
 )
 EPILOG = "Each command's options: codesign COMMAND --help. Manual: docs/cli.md."
 
@@ -55,7 +56,7 @@ def _study_options(p: argparse.ArgumentParser, force_help: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``codesign`` parser with its nine subcommands, in the order ``--help`` lists them."""
+    """The ``codesign`` parser with its ten subcommands, in the order ``--help`` lists them."""
     parser = _Parser(prog="codesign", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument(
         "--version",
@@ -199,6 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
         "one-shot, layer scope) (default: %(default)s)",
     )
     add_quant_args(p, required=False)
+
+    p = command(
+        "export",
+        "export a quantized checkpoint as a deployable model, checked",
+        "an ONNX QDQ graph (opset 21: per-channel integer weight codes, INT8 or INT4, "
+        "per-tensor activations, BN folded, quantized residual sums) written to OUT/model.onnx "
+        "and run in onnxruntime on the test split beside the PyTorch model; needs "
+        "pip install 'codesign[export]'.",
+    )
+    add_common(p)
+    p.add_argument(
+        "--format", default="onnx", choices=["onnx"], help="output format (default: %(default)s)"
+    )
 
     p = command(
         "simulate",
