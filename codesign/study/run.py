@@ -14,6 +14,7 @@ from tqdm import tqdm
 from codesign.errors import CodesignError
 from codesign.pipeline.results import VariantResult
 from codesign.recipe import Recipe
+from codesign.study.export import export_variant
 from codesign.study.study import Study, check_out_dir, open_study
 from codesign.study.variants import run_variant
 
@@ -22,13 +23,21 @@ if TYPE_CHECKING:
 
 
 def run_study(study: Study, force: bool = False) -> list[VariantResult]:
-    """Every variant of the recipe, in recipe order; returns their results."""
+    """Every variant of the recipe, in recipe order; returns their results. Variants with
+    ``export = true`` are written as ONNX too (:func:`codesign.study.export.export_variant`)."""
+    exports = any(variant.export for variant in study.recipe.variants)
+    if exports:
+        from codesign.export import require_onnx
+
+        require_onnx()  # before any variant runs: a missing extra never costs a build
     results = []
     bar = tqdm(study.recipe.variants, desc="variants", unit="variant", disable=not study.progress)
     for variant in bar:
         bar.set_postfix_str(variant.name)
         try:
             results.append(run_variant(study, variant, force=force))
+            if variant.export:
+                export_variant(study, variant)
         except CodesignError as exc:
             raise type(exc)(f"variant {variant.name!r}: {exc}") from None
     return results
