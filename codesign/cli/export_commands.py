@@ -6,17 +6,22 @@ import argparse
 from typing import Any
 
 from codesign.cli.common import finish, load_data
+from codesign.errors import ConfigError
 
 
 def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.export import export_onnx, require_onnx
-    from codesign.export.onnx_graph import to_onnx
     from codesign.pipeline import load_model
+    from codesign.quant import quant_layers
 
     require_onnx()  # before any work: a missing extra never costs a load
     model, _, _ = load_model(args.checkpoint, args.model)
+    if not quant_layers(model):
+        raise ConfigError(
+            f"{args.checkpoint}: the model is not quantized; export a checkpoint of "
+            "codesign ptq / qat / prune with bit widths"
+        )
     dataset = load_data(args)
-    to_onnx(model, tuple(dataset.test.images.shape[1:]))  # refuses a float model before any run
     args.out.mkdir(parents=True, exist_ok=True)
     result = export_onnx(model, args.out, dataset.test)
     result["format"] = args.format
