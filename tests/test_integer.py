@@ -153,12 +153,14 @@ def test_float_residual_sums_and_unfolded_bn_are_refused() -> None:
         integer_model(nn.Sequential(nn.ReLU()))
 
 
-def test_integer_w8a8_resnet8_agrees_with_fake_quant_on_digits() -> None:
+@pytest.mark.parametrize("per_channel", [True, False], ids=["per-channel", "per-tensor"])
+def test_integer_w8a8_resnet8_agrees_with_fake_quant_on_digits(per_channel: bool) -> None:
     """The measured known answer on the bundled digits model: >= 99.5 % of the test images
     get the fake-quant model's class from the integer-only model."""
     model, _, _ = load_model(bundled_checkpoint("resnet8-digits"))
     dataset = load_dataset("digits")
-    quantized, _ = run_ptq(model, dataset, QuantSpec(weight_bits=8, act_bits=8), calib_samples=128)
+    spec = QuantSpec(weight_bits=8, act_bits=8, per_channel=per_channel)
+    quantized, _ = run_ptq(model, dataset, spec, calib_samples=128)
     integer = integer_model(quantized)
     assert set(accumulator_widths(integer).values()) == {"int32"}
     agreement = fraction_agreeing(

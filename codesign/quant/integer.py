@@ -140,6 +140,8 @@ class IntegerLayer(nn.Module):
         codes, weight_scale = layer.integer_weight()  # type: ignore[operator]
         self.register_buffer("weight", codes.to(torch.int32))
         self.output_scale = weight_scale.detach().flatten().double() * float(quantizer.scale)
+        if self.output_scale.numel() == 1:  # one weight scale per tensor: a per-tensor scale
+            self.output_scale = self.output_scale.reshape(())
         bias = None
         if layer.bias is not None:  # type: ignore[union-attr]
             bias = torch.round(layer.bias.detach().double() / self.output_scale)  # type: ignore[union-attr]
