@@ -133,7 +133,8 @@ class QuantSpec:
     Quantization", 2021). Measured effects: docs/results/.
     ``residual_bits``: the two operands of every residual sum (a model's ``ResidualAdd``
     modules) are quantized per tensor to this width, as an integer adder sees them; 0 leaves
-    the sums in float.
+    the sums in float. ``quantize_bias``: every bias is rounded to its layer's accumulator
+    grid ``s_w[k] * s_x`` (int32 codes), as integer hardware adds it; false adds it in float.
     """
 
     weight_bits: Bits = 8
@@ -146,6 +147,7 @@ class QuantSpec:
     keep_8bit: tuple[str, ...] = ()
     overrides: tuple[LayerOverride, ...] = ()
     residual_bits: ResidualBits = 8
+    quantize_bias: bool = True
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -196,14 +196,40 @@ def test_residual_sums_get_quantized_operands_unless_residual_bits_is_0():
         QuantSpec(residual_bits=1)
 
 
-def test_checkpoint_without_residual_bits_loads_with_float_sums(tmp_path):
-    """A checkpoint written before residual sums were quantized names no residual_bits: it is
-    rebuilt with float sums, as it was calibrated, and computes what it did."""
-    spec = QuantSpec(weight_bits=8, act_bits=8, residual_bits=0)
+def test_checkpoint_without_residual_bits_loads_with_float_sums_and_bias(tmp_path):
+    """A checkpoint written before residual sums and biases were quantized names neither
+    residual_bits nor quantize_bias: it is rebuilt with float sums and float biases, as it was
+    calibrated, and computes what it did."""
+    spec = QuantSpec(weight_bits=8, act_bits=8, residual_bits=0, quantize_bias=False)
     model, _, images = _quantized_resnet(spec)
-    old_recipe = {"quant": {k: v for k, v in spec.to_dict().items() if k != "residual_bits"}}
+    new_keys = ("residual_bits", "quantize_bias")
+    old_recipe = {"quant": {k: v for k, v in spec.to_dict().items() if k not in new_keys}}
     save_model(tmp_path / "old.pt", model, "resnet8", old_recipe, model_kwargs_for(model))
     loaded, _, _ = load_model(tmp_path / "old.pt")
     assert not any(isinstance(m, QuantAdd) for m in loaded.modules())
+    assert not any(layer.quantize_bias for _, layer in quant_layers(loaded))
     with torch.no_grad():
         assert torch.equal(loaded(images), model.eval()(images))
+
+
+@pytest.mark.parametrize("quantize_bias", [True, False])
+def test_bias_is_added_on_the_accumulator_grid(quantize_bias):
+    """With quantize_bias the forward adds integer codes x s_w[k] x s_x (what integer_bias()
+    gives, and what the integer model and the ONNX graph add); without it the float bias."""
+    spec = QuantSpec(weight_bits=4, act_bits=4, quantize_bias=quantize_bias)
+    model, _, _ = _quantized_resnet(spec)
+    layer = model.layer1[0].conv1
+    with torch.no_grad():  # the untrained model's folded biases are all zero
+        layer.bias.copy_(torch.randn(layer.out_channels) * 0.1)
+    grid = layer.bias_grid()
+    added = layer.effective_bias().double()
+    if quantize_bias:
+        assert torch.allclose(added, layer.integer_bias().double() * grid, rtol=1e-6, atol=0)
+        assert not torch.equal(added, layer.bias.double())  # 4-bit grids round visibly
+    else:
+        assert torch.equal(added, layer.bias.double())
+    x = torch.relu(torch.randn(2, 16, 8, 8))
+    expected = nn.functional.conv2d(
+        layer.input_quantizer(x), layer.weight, layer.effective_bias(), 1, 1
+    )
+    assert torch.equal(layer(x), expected)

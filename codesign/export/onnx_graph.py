@@ -11,8 +11,9 @@ directly stores exactly what the model computes with:
   zeros are exact zeros) as INT8 initializers, or as the ONNX INT4 type for weights of 4 bits
   or fewer (opset 21; onnxruntime runs it), each with its per-output-channel scale
   (``DequantizeLinear`` on axis 0) or its one scale per tensor, zero point 0;
-- biases: int32 codes on the accumulator grid ``s_x * s_w[k]`` (the QDQ convention, what an
-  integer datapath adds), dequantized per channel;
+- biases: int32 codes on the accumulator grid ``s_x * s_w[k]``, dequantized per channel, as
+  the model adds them (``quantize_bias``, the default; the QDQ convention); a model that adds
+  its bias in float gets a float bias;
 - activations: ``QuantizeLinear`` -> ``DequantizeLinear`` with the quantizer's scale and zero
   point 0, UINT8 where calibration saw no negative value, else INT8 (UINT4/INT4 at 4 bits);
   other widths below 8 are clipped to their grid first (``Clip``), then stored in 8 bits;
@@ -137,19 +138,21 @@ def _layer(writer: _GraphWriter, name: str, layer: nn.Module, value: str) -> str
         "DequantizeLinear", [weight_codes, w_scale, w_zero], f"{name}.weight", **axis
     )
     inputs = [x, weight]
-    if layer.bias is not None:  # type: ignore[union-attr]
-        accumulator_scale = (scale.detach().flatten().double() * float(quantizer.scale)).expand(
-            codes.shape[0]
+    codes_of_bias = layer.integer_bias()  # type: ignore[operator]
+    if codes_of_bias is not None and layer.quantize_bias:
+        # int32 codes on the accumulator grid, as the model adds them (QDQ's bias convention)
+        grid = layer.bias_grid().expand(codes.shape[0])  # type: ignore[operator]
+        b_codes = writer.constant(
+            f"{name}.bias_codes", codes_of_bias.cpu().numpy().astype(np.int32)
         )
-        bias_codes = torch.round(layer.bias.detach().double() / accumulator_scale)  # type: ignore[union-attr]
-        b_codes = writer.constant(f"{name}.bias_codes", bias_codes.cpu().numpy().astype(np.int32))
-        b_scale = writer.constant(
-            f"{name}.bias_scale", accumulator_scale.to(torch.float32).cpu().numpy()
-        )
+        b_scale = writer.constant(f"{name}.bias_scale", grid.to(torch.float32).cpu().numpy())
         b_zero = writer.constant(f"{name}.bias_zero_point", np.zeros(codes.shape[0], np.int32))
         inputs.append(
             writer.node("DequantizeLinear", [b_codes, b_scale, b_zero], f"{name}.bias", axis=0)
         )
+    elif codes_of_bias is not None:  # a model that adds its bias in float: so does the graph
+        bias = layer.bias.detach().to(torch.float32).cpu().numpy()  # type: ignore[union-attr]
+        inputs.append(writer.constant(f"{name}.bias", bias))
     if isinstance(layer, nn.Conv2d):
         if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
             raise QuantError(f"{_WHAT}: {name} pads by {layer.padding!r}/{layer.padding_mode}")

@@ -22,8 +22,9 @@
 - the last layer's int32 accumulator is the only tensor dequantized: logits = acc x scale.
 
 The integer model therefore differs from the fake-quant model only by the dyadic rounding of
-each multiplier (relative error below 2^-30), the rounding of the bias to the accumulator
-grid, and round-half-up instead of round-half-to-even at exact ties.
+each multiplier (relative error below 2^-30), round-half-up instead of round-half-to-even at
+exact ties, float rounding in the fake-quant model's own arithmetic, and, for a model quantized
+with ``quantize_bias = false``, the rounding of its float bias to the accumulator grid.
 """
 
 from __future__ import annotations
@@ -142,9 +143,7 @@ class IntegerLayer(nn.Module):
         self.output_scale = weight_scale.detach().flatten().double() * float(quantizer.scale)
         if self.output_scale.numel() == 1:  # one weight scale per tensor: a per-tensor scale
             self.output_scale = self.output_scale.reshape(())
-        bias = None
-        if layer.bias is not None:  # type: ignore[union-attr]
-            bias = torch.round(layer.bias.detach().double() / self.output_scale)  # type: ignore[union-attr]
+        bias = layer.integer_bias()  # type: ignore[operator]
         qmin, qmax = quantizer.qrange
         fan_in = codes[0].numel()
         bound = fan_in * max(abs(qmin), abs(qmax)) * int(codes.abs().max())

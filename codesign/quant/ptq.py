@@ -100,7 +100,10 @@ def quantize_(model: nn.Module, spec: QuantSpec) -> nn.Module:
         weight_bits, act_bits = bits[name]  # type: ignore[misc]
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, to_quant_layer(layer, weight_bits, act_bits, spec.per_channel))
+        quantized = to_quant_layer(
+            layer, weight_bits, act_bits, spec.per_channel, spec.quantize_bias
+        )
+        setattr(parent, child, quantized)
     if spec.residual_bits:
         sums = [n for n, m in model.named_modules() if isinstance(m, ResidualAdd)]
         for name in sums:
