@@ -62,7 +62,7 @@ class QuantMixin:
     def bias_grid(self) -> torch.Tensor:
         """The accumulator's scale per output channel, s_w[k] * s_x: float64 [K] (or [1])."""
         weight_scale = self.weight_quantizer.scale.detach().flatten().double()
-        return weight_scale * float(self.input_quantizer.scale)
+        return weight_scale * float(self.input_quantizer.scale.detach())
 
     def integer_bias(self) -> torch.Tensor | None:
         """The bias as int64 codes on the accumulator grid [K] (None without a bias)."""
