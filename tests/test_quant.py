@@ -216,7 +216,13 @@ def test_checkpoint_without_residual_bits_loads_with_float_sums_and_bias(tmp_pat
 def test_bias_is_added_on_the_accumulator_grid(quantize_bias):
     """With quantize_bias the forward adds integer codes x s_w[k] x s_x (what integer_bias()
     gives, and what the integer model and the ONNX graph add); without it the float bias."""
-    spec = QuantSpec(weight_bits=4, act_bits=4, quantize_bias=quantize_bias)
+    spec = QuantSpec(
+        weight_bits=4,
+        act_bits=4,
+        method="minmax",
+        bias_correction=False,
+        quantize_bias=quantize_bias,
+    )
     model, _, _ = _quantized_resnet(spec)
     layer = model.layer1[0].conv1
     with torch.no_grad():  # the untrained model's folded biases are all zero
