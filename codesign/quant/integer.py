@@ -7,9 +7,9 @@
 - each Conv2d/Linear multiplies int32 input codes by int32 weight codes (the model's own,
   masks included, so pruned zeros stay exact zeros) and adds an int32 bias quantized to the
   accumulator's scale ``s_x * s_w[k]``. The accumulation is int32 where the layer's worst
-  case (fan-in x max |input code| x max |weight code| + max |bias|) stays below 2^31 (every
-  layer at 8 bits or less whose fan-in is below 2^31 / (255 * 128 + 1) = 65,789, i.e. all of
-  the CIFAR and ImageNet ResNets), else int64;
+  case (fan-in x max |input code| x max |weight code| + max |bias code|) stays below 2^31
+  (at 8 bits, fan-ins up to about 65,000: every layer of the CIFAR and ImageNet ResNets, whose
+  largest fan-in is 4,608), else int64;
 - every change of scale (an accumulator into the next layer's input codes, a residual
   operand onto its grid) is a requantization by a dyadic number m / 2^shift with a 31-bit m
   (HAWQ-V3, Yao et al. 2021; TFLite's ``MultiplyByQuantizedMultiplier``, Jacob et al. 2018),
