@@ -63,6 +63,9 @@ DEFAULT_VALIDATION_FRACTION = 0.1
 
 SUPPORTED_BITS = range(2, 9)
 Bits = Annotated[int, Check(lambda bits: bits in SUPPORTED_BITS, "from 2 to 8")]
+ResidualBits = Annotated[
+    int, Check(lambda bits: bits == 0 or bits in SUPPORTED_BITS, "0 (float sums) or from 2 to 8")
+]
 
 
 def check_bits(bits: int, what: str) -> int:
@@ -130,6 +133,10 @@ class QuantSpec:
     that min-max ranges lose little to clipped ones and need no search; at 4 bits range clipping
     and rounding decisions dominate the error (Nagel et al., "A White Paper on Neural Network
     Quantization", 2021). Measured effects: docs/results/.
+    ``residual_bits``: the two operands of every residual sum (a model's ``ResidualAdd``
+    modules) are quantized per tensor to this width, as an integer adder sees them; 0 leaves
+    the sums in float. ``quantize_bias``: every bias is rounded to its layer's accumulator
+    grid ``s_w[k] * s_x`` (int32 codes), as integer hardware adds it; false adds it in float.
     """
 
     weight_bits: Bits = 8
@@ -141,6 +148,8 @@ class QuantSpec:
     fold_bn: bool = True
     keep_8bit: tuple[str, ...] = ()
     overrides: tuple[LayerOverride, ...] = ()
+    residual_bits: ResidualBits = 8
+    quantize_bias: bool = True
 
     def __post_init__(self) -> None:
         check_fields(self)

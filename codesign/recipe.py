@@ -144,6 +144,9 @@ class VariantSpec:
 
     A variant without ``sparsity`` and ``quant`` is the float baseline. Keys a ``qat`` /
     ``finetune`` table leaves out take the ``codesign qat`` / ``codesign prune`` settings.
+    ``export = true`` also writes the built model as ONNX beside it (``codesign export``:
+    ``model.onnx`` and its onnxruntime check ``export.json`` in the variant's folder); it
+    changes no figure, so it is not part of the variant's cache key.
     """
 
     name: Annotated[str, NOT_BLANK]
@@ -153,9 +156,15 @@ class VariantSpec:
     finetune: TrainSpec | None = dataclasses.field(
         default=None, metadata={"defaults": FINETUNE_DEFAULTS}
     )
+    export: bool | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.export and self.quant is None:
+            raise ConfigError(
+                f"variant {self.name!r}: export = true needs a [quant] table (the ONNX export "
+                "writes a quantized model)"
+            )
         if self.qat is not None and self.quant is None:
             raise ConfigError(f"variant {self.name!r}: [qat] needs a [quant] table too")
         if self.finetune is not None and self.sparsity is None:

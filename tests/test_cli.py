@@ -238,6 +238,9 @@ def test_simulate_writes_result_and_csv(tmp_path):
     }
     # the stem conv of the digits ResNet-8, per inference: 16 x 1 x 8 x 8 x 3 x 3 MACs
     assert first["name"] == "conv1" and first["macs"] == 16 * 1 * 8 * 8 * 9
+    # its bit operations: MACs x weight bits x input bits (the digits model is float: 32 x 32)
+    assert first["bops"] == first["macs"] * first["weight_bits"] * first["act_bits"]
+    assert result["total"]["bops"] == sum(r["bops"] for r in result["layers"])
     assert result["total"]["cycles"] == pytest.approx(sum(r["cycles"] for r in result["layers"]))
     assert (out / "layers.csv").read_text().count("\n") == len(result["layers"]) + 1
 

@@ -7,7 +7,9 @@ from torch import nn
 from codesign.config import LayerOverride, QuantSpec
 from codesign.errors import ConfigError, QuantError
 from codesign.models import create_model
+from codesign.pipeline import load_model, model_kwargs_for, save_model
 from codesign.quant import calibrate, fold_batchnorm_, quant_layers, quantize_
+from codesign.quant.modules import QuantAdd
 from codesign.quant.quantizers import ActQuantizer, WeightQuantizer, lsq_quantize
 from codesign.quant.ranges import integer_range, mse_scale_per_row
 
@@ -176,3 +178,64 @@ def test_empty_calibration_is_an_error():
     quantize_(model, spec)
     with pytest.raises(QuantError, match="no input"):
         calibrate(model, lambda m: None, spec, float_model=float_model)
+
+
+def test_residual_sums_get_quantized_operands_unless_residual_bits_is_0():
+    model, _, _ = _quantized_resnet(QuantSpec(weight_bits=8, act_bits=8))
+    adds = [m for _, m in model.named_modules() if isinstance(m, QuantAdd)]
+    assert len(adds) == 3 and all(add.bits == 8 for add in adds)
+    for add in adds:
+        # the main branch (conv + folded BN) is signed; the shortcut follows a ReLU
+        assert bool(add.main_quantizer.signed) and not bool(add.shortcut_quantizer.signed)
+    main, shortcut = torch.randn(2, 16, 4, 4), torch.rand(2, 16, 4, 4)
+    expected = adds[0].main_quantizer(main) + adds[0].shortcut_quantizer(shortcut)
+    assert torch.equal(adds[0](main, shortcut), expected)
+    floats = quantize_(create_model("resnet8"), QuantSpec(residual_bits=0))
+    assert not any(isinstance(m, QuantAdd) for m in floats.modules())
+    with pytest.raises(ConfigError, match="0 \\(float sums\\) or from 2 to 8"):
+        QuantSpec(residual_bits=1)
+
+
+def test_checkpoint_without_residual_bits_loads_with_float_sums_and_bias(tmp_path):
+    """A checkpoint written before residual sums and biases were quantized names neither
+    residual_bits nor quantize_bias: it is rebuilt with float sums and float biases, as it was
+    calibrated, and computes what it did."""
+    spec = QuantSpec(weight_bits=8, act_bits=8, residual_bits=0, quantize_bias=False)
+    model, _, images = _quantized_resnet(spec)
+    new_keys = ("residual_bits", "quantize_bias")
+    old_recipe = {"quant": {k: v for k, v in spec.to_dict().items() if k not in new_keys}}
+    save_model(tmp_path / "old.pt", model, "resnet8", old_recipe, model_kwargs_for(model))
+    loaded, _, _ = load_model(tmp_path / "old.pt")
+    assert not any(isinstance(m, QuantAdd) for m in loaded.modules())
+    assert not any(layer.quantize_bias for _, layer in quant_layers(loaded))
+    with torch.no_grad():
+        assert torch.equal(loaded(images), model.eval()(images))
+
+
+@pytest.mark.parametrize("quantize_bias", [True, False])
+def test_bias_is_added_on_the_accumulator_grid(quantize_bias):
+    """With quantize_bias the forward adds integer codes x s_w[k] x s_x (what integer_bias()
+    gives, and what the integer model and the ONNX graph add); without it the float bias."""
+    spec = QuantSpec(
+        weight_bits=4,
+        act_bits=4,
+        method="minmax",
+        bias_correction=False,
+        quantize_bias=quantize_bias,
+    )
+    model, _, _ = _quantized_resnet(spec)
+    layer = model.layer1[0].conv1
+    with torch.no_grad():  # the untrained model's folded biases are all zero
+        layer.bias.copy_(torch.randn(layer.out_channels) * 0.1)
+    grid = layer.bias_grid()
+    added = layer.effective_bias().double()
+    if quantize_bias:
+        assert torch.allclose(added, layer.integer_bias().double() * grid, rtol=1e-6, atol=0)
+        assert not torch.equal(added, layer.bias.double())  # 4-bit grids round visibly
+    else:
+        assert torch.equal(added, layer.bias.double())
+    x = torch.relu(torch.randn(2, 16, 8, 8))
+    expected = nn.functional.conv2d(
+        layer.input_quantizer(x), layer.weight, layer.effective_bias(), 1, 1
+    )
+    assert torch.equal(layer(x), expected)

@@ -178,3 +178,15 @@ def test_quant_solvers_propagated_equal_prefix_rerun(method):
     for name, a in propagated.state_dict().items():
         b = rerun_state[name]
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("name", ["resnet8", "resnet18"])
+def test_quantized_resnets_trace_without_falling_back(name):
+    """Quantized residual adds (QuantAdd) are leaves: the models the solvers calibrate trace,
+    so propagation stays linear in depth instead of warning and re-running each prefix."""
+    model = create_model(name, num_classes=4)
+    quantize_(model, QuantSpec(weight_bits=4, act_bits=4))
+    graph = sequential.trace_layers(model)
+    called = {node.target for node in graph.nodes if node.op == "call_module"}
+    adds = {n for n, m in model.named_modules() if type(m).__name__ == "QuantAdd"}
+    assert adds and adds <= called

@@ -1,7 +1,7 @@
 """The ``codesign`` command line: argparse subcommands, no logic of their own.
 
 ``parser`` defines every option; ``model_commands`` (eval, ptq, qat, prune, train),
-``hardware_commands`` (simulate) and ``study_commands`` (run, report, search, demo) each build
+``export_commands`` (export), ``hardware_commands`` (simulate) and ``study_commands`` (run, report, search, demo) each build
 a variant or a study from the flags and call the pipeline. Every command takes ``--out DIR``
 (``report`` reads and writes ``DIR``) and writes its files atomically, after all work is done,
 so a failed run leaves nothing half-written. Any user error ends with exit status 2 and one
@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from codesign.cli.export_commands import cmd_export
 from codesign.cli.hardware_commands import cmd_simulate
 from codesign.cli.model_commands import cmd_eval, cmd_prune, cmd_ptq, cmd_qat, cmd_train
 from codesign.cli.parser import build_parser
@@ -43,6 +44,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "qat": cmd_qat,
     "train": cmd_train,
     "prune": cmd_prune,
+    "export": cmd_export,
     "simulate": cmd_simulate,
     "demo": cmd_demo,
     "run": cmd_run,
@@ -50,7 +52,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "search": cmd_search,
 }
 # Commands that hold their --out directory's lock for their whole run (see codesign.locks).
-DIRECTORY_LOCKED = frozenset({"eval", "ptq", "qat", "train", "prune", "simulate", "search"})
+DIRECTORY_LOCKED = frozenset(
+    {"eval", "ptq", "qat", "train", "prune", "simulate", "export", "search"}
+)
 
 
 def _terminate(signum: int, frame: Any) -> None:

@@ -24,11 +24,43 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
 
     runtime = start_runtime(args)
     model, _, _ = load_model(args.checkpoint, args.model)
+    if args.integer:
+        return _eval_integer(args, model, runtime)
     model.to(runtime.torch_device)
     dataset = load_data(args, model)
     result = evaluate(model, dataset.test)
     top1 = {"top1": float(result["top1"]), "samples": result["samples"]}
     return finish(args.out, top1, len(dataset.test), args.seed, runtime)
+
+
+def _eval_integer(args: argparse.Namespace, model: Any, runtime: Any) -> dict[str, Any]:
+    """``eval --integer``: top-1 of the integer-only model, beside the fake-quant model's and
+    the fraction of test images whose predicted class agrees; both run where the checkpoint
+    was loaded (the CPU)."""
+    from codesign.data import logits_of
+    from codesign.quant import quant_layers
+    from codesign.quant.integer import accumulator_widths, integer_model
+
+    if not quant_layers(model):
+        raise ConfigError(
+            f"{args.checkpoint} is a float model: --integer needs a quantized checkpoint "
+            "(codesign ptq / qat / prune with bit widths)"
+        )
+    integer = integer_model(model)  # refuses what integers cannot run, before any data
+    dataset = load_data(args, model)
+    labels = dataset.test.labels
+    fake = logits_of(model, dataset.test).argmax(1)
+    exact = logits_of(integer, dataset.test).argmax(1)
+    samples = len(labels)
+    result = {
+        "top1": 100.0 * int((exact == labels).sum()) / samples,
+        "integer": True,
+        "samples": samples,
+        "fake_quant_top1": 100.0 * int((fake == labels).sum()) / samples,
+        "agreement": float((fake == exact).float().mean()),
+        "accumulators": accumulator_widths(integer),
+    }
+    return finish(args.out, result, samples, args.seed, runtime)
 
 
 def _build(

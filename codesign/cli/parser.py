@@ -26,7 +26,7 @@ DESCRIPTION = (
     "accuracy against energy per inference. Start with `codesign demo --out runs/demo`; "
     "`codesign run RECIPE` runs a whole study, `codesign search RECIPE` the hardware-aware "
     "per-layer co-design search, `codesign report DIR` the report of variants built apart; "
-    "eval, ptq, qat, prune, simulate and train are the single steps."
+    "eval, ptq, qat, prune, export, simulate and train are the single steps."
 )
 EPILOG = "Each command's options: codesign COMMAND --help. Manual: docs/cli.md."
 
@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("eval", "top-1 accuracy of a checkpoint", "on the test split of --data.")
     add_common(p)
+    p.add_argument(
+        "--integer",
+        action="store_true",
+        help="run a quantized checkpoint on integer-only ops (integer codes, int32 "
+        "accumulation, dyadic requantization) and compare it with the fake-quant model "
+        "(default: the model as stored)",
+    )
 
     p = command(
         "ptq",
@@ -203,6 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
         "one-shot, layer scope) (default: %(default)s)",
     )
     add_quant_args(p, required=False)
+
+    p = command(
+        "export",
+        "export a quantized checkpoint as a deployable model, checked",
+        "an ONNX QDQ graph (opset 21: per-channel integer weight codes, INT8 or INT4, "
+        "per-tensor activations, BN folded, quantized residual sums) written to OUT/model.onnx "
+        "and run in onnxruntime on the test split beside the PyTorch model; needs "
+        "pip install 'codesign[export]'.",
+    )
+    add_common(p)
+    p.add_argument(
+        "--format", default="onnx", choices=["onnx"], help="output format (default: %(default)s)"
+    )
 
     p = command(
         "simulate",

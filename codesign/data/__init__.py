@@ -17,6 +17,7 @@ from codesign.data.loops import (
     batches,
     correct_per_image,
     evaluate,
+    logits_of,
     make_forward_loop,
     training_batches,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "default_workers",
     "evaluate",
     "load_dataset",
+    "logits_of",
     "make_forward_loop",
     "training_batches",
 ]

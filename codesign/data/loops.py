@@ -151,3 +151,26 @@ def evaluate(
         model.train(was_training)
     count = int(correct)
     return {"top1": 100.0 * count / len(split), "correct": count, "samples": len(split)}
+
+
+@torch.no_grad()
+def logits_of(
+    model: nn.Module,
+    split: DataSplit,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """The model's outputs on every image of ``split``, in split order: [N, classes], on
+    ``device`` (default: the model's)."""
+    target = model_device(model) if device is None else torch.device(device)
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat(
+            [
+                model(images.to(target, non_blocking=True))
+                for images, _ in batches(split, batch_size)
+            ]
+        )
+    finally:
+        model.train(was_training)

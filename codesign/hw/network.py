@@ -91,14 +91,27 @@ class NetworkCost:
     def stall_cycles(self) -> float:
         return sum(c.stall_cycles / self.samples for c in self.layers)
 
+    @property
+    def bops(self) -> int:
+        """Bit operations per inference (dense MACs x weight bits x input bits, summed)."""
+        return sum(c.record.dense_bops for c in self.layers) // self.samples
+
+    @property
+    def effectual_bops(self) -> float:
+        """Bit operations per inference of the effectual MACs (both operands nonzero)."""
+        return sum(c.record.effectual_bops for c in self.layers) / self.samples
+
     def totals(self) -> dict[str, Any]:
-        """The whole network per inference: energy (uJ), its breakdown, cycles."""
+        """The whole network per inference: energy (uJ), its breakdown, cycles, bit
+        operations (dense and effectual)."""
         return {
             "energy_uj_per_inference": self.energy_uj_per_inference,
             "energy_by_component_uj_per_inference": self.energy_by_component_uj_per_inference,
             "cycles": self.cycles,
             "compute_cycles": self.compute_cycles,
             "stall_cycles": self.stall_cycles,
+            "bops": self.bops,
+            "effectual_bops": self.effectual_bops,
         }
 
     def layer_rows(self) -> list[dict[str, Any]]:

@@ -73,6 +73,19 @@ class LayerRecord:
     def macs_per_sample(self) -> int:
         return self.dense_macs // max(self.n, 1)
 
+    @property
+    def dense_bops(self) -> int:
+        """Bit operations over all ``n`` samples: dense MACs x weight bits x input bits
+        (Baskin et al., "UNIQ", 2021; van Baalen et al., "Bayesian Bits", 2020). A float
+        layer counts 32 x 32."""
+        return self.dense_macs * self.weight_bits * self.input_bits
+
+    @property
+    def effectual_bops(self) -> int:
+        """Bit operations of the effectual MACs only (both operands nonzero, as measured):
+        what a datapath that skips every zero operand still computes."""
+        return self.effectual_macs * self.weight_bits * self.input_bits
+
 
 # Kinds of priced actions. Arithmetic counts are operations; storage counts are bits moved.
 ACTION_KINDS = ("mult", "add", "reg", "sram", "dram")

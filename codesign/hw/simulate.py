@@ -71,6 +71,8 @@ CSV_COLUMNS = (
     "effectual_macs",
     "weight_bits",
     "act_bits",
+    "bops",
+    "effectual_bops",
     "weight_density",
     "act_density",
     "cycles",

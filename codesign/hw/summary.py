@@ -19,15 +19,19 @@ PJ_PER_UJ = 1e6
 
 @dataclasses.dataclass(frozen=True)
 class LayerSummary:
-    """One layer per inference: MACs (dense and effectual), operand widths (bits), measured
-    densities (nonzeros / elements over the captured tensors), cycles, energy (uJ) and its
-    breakdown by chip component, utilization (useful MACs / peak MACs x cycles)."""
+    """One layer per inference: MACs (dense and effectual), operand widths (bits), bit
+    operations (``bops`` = MACs x weight bits x activation bits, ``effectual_bops`` the same
+    over the effectual MACs), measured densities (nonzeros / elements over the captured
+    tensors), cycles, energy (uJ) and its breakdown by chip component, utilization (useful
+    MACs / peak MACs x cycles)."""
 
     name: str
     macs: int
     effectual_macs: float
     weight_bits: int
     act_bits: int
+    bops: int
+    effectual_bops: float
     weight_density: float
     act_density: float
     cycles: float
@@ -47,6 +51,8 @@ class LayerSummary:
             effectual_macs=record.effectual_macs / samples,
             weight_bits=record.weight_bits,
             act_bits=record.input_bits,
+            bops=record.dense_bops // samples,
+            effectual_bops=record.effectual_bops / samples,
             weight_density=record.weight_density,
             act_density=record.act_density,
             cycles=cost.cycles / samples,
@@ -83,8 +89,9 @@ class LayerSummary:
 @dataclasses.dataclass(frozen=True)
 class NetworkSummary:
     """A whole network on one datapath, per inference: energy (uJ) and its breakdown by
-    component, cycles (``compute_cycles`` + ``stall_cycles``, layers in sequence), and one
-    :class:`LayerSummary` per layer in network order."""
+    component, cycles (``compute_cycles`` + ``stall_cycles``, layers in sequence), bit
+    operations (``bops`` dense, ``effectual_bops`` after measured zeros; the sums of the
+    layers'), and one :class:`LayerSummary` per layer in network order."""
 
     datapath: str
     energy_uj_per_inference: float
@@ -92,6 +99,8 @@ class NetworkSummary:
     cycles: float
     compute_cycles: float
     stall_cycles: float
+    bops: int
+    effectual_bops: float
     layers: tuple[LayerSummary, ...]
 
     def to_json(self) -> dict[str, Any]:
@@ -102,6 +111,8 @@ class NetworkSummary:
             "cycles": self.cycles,
             "compute_cycles": self.compute_cycles,
             "stall_cycles": self.stall_cycles,
+            "bops": self.bops,
+            "effectual_bops": self.effectual_bops,
             "layers": [layer.to_json() for layer in self.layers],
         }
 

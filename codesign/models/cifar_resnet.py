@@ -3,7 +3,9 @@
 Depth 6n + 2: ResNet-20/32/44/56/110 for n = 3/5/7/9/18. Shortcuts are "option A": identity,
 with a stride-2 subsampling and zero-padded new channels where the shape changes, so the
 shortcuts have no parameters. Layer names (conv1, bn1, layer1.0.conv1, ..., linear) match the
-widely used pytorch_resnet_cifar10 checkpoints, so those load without renaming.
+widely used pytorch_resnet_cifar10 checkpoints, so those load without renaming. The residual
+sum is a named module (``residual``, a :class:`ResidualAdd`) so that quantization can give its
+operands quantizers, as integer hardware sees them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from codesign.models.residual import ResidualAdd
 
 
 class PadShortcut(nn.Module):
@@ -38,6 +42,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(channels)
         self.relu1 = nn.ReLU()
         self.relu2 = nn.ReLU()
+        self.residual = ResidualAdd()
         if stride != 1 or in_channels != channels:
             self.shortcut: nn.Module = PadShortcut(in_channels, channels, stride)
         else:
@@ -46,7 +51,7 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu2(out + self.shortcut(x))
+        return self.relu2(self.residual(out, self.shortcut(x)))
 
 
 class CifarResNet(nn.Module):

@@ -41,7 +41,11 @@ def load_model(
 
         prune_(model, SparsitySpec.from_dict(recipe["sparsity"]))
     if "quant" in recipe:
-        quantize_(model, QuantSpec.from_dict(recipe["quant"]))
+        # A checkpoint written before residual sums and biases were quantized names neither
+        # residual_bits nor quantize_bias: its model added both in float, so it is rebuilt
+        # that way (its state has no scales for the sums).
+        quant = {"residual_bits": 0, "quantize_bias": False, **recipe["quant"]}
+        quantize_(model, QuantSpec.from_dict(quant))
     load_state_into(model, extract_state_dict(raw), str(checkpoint))
     model.eval()
     return model, name, recipe

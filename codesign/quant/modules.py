@@ -6,7 +6,9 @@ named child ``input_quantizer``; the weight fake-quant is the last parametrizati
 ``weight`` (after any pruning mask, so pruned zeros stay exactly zero). They expose
 ``weight_bits``/``input_bits`` as plain ints, their integer codes and scales, and an integer
 forward pass (integer codes, exact integer accumulation, then scales) that the tests compare
-with the fake-quant output.
+with the fake-quant output. With ``quantize_bias`` (the default) the bias is rounded to the
+accumulator grid ``s_w[k] * s_x``, as integer hardware adds it (int32 codes). ``QuantAdd`` is a residual sum whose two operands are
+fake-quantized by the named children ``main_quantizer`` and ``shortcut_quantizer``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from codesign.models.residual import ResidualAdd
 from codesign.quant.quantizers import ActQuantizer, WeightQuantizer
 
 INT32_MAX = 2**31 - 1
@@ -27,6 +30,7 @@ class QuantMixin:
     input_quantizer: ActQuantizer
     weight_bits: int
     input_bits: int
+    quantize_bias: bool
 
     @property
     def weight_quantizer(self) -> WeightQuantizer:
@@ -55,6 +59,30 @@ class QuantMixin:
             quantizer = self.weight_quantizer
             return quantizer.integer_codes(self.weight_before_quant()), quantizer.scale.detach()
 
+    def bias_grid(self) -> torch.Tensor:
+        """The accumulator's scale per output channel, s_w[k] * s_x: float64 [K] (or [1])."""
+        weight_scale = self.weight_quantizer.scale.detach().flatten().double()
+        return weight_scale * float(self.input_quantizer.scale.detach())
+
+    def integer_bias(self) -> torch.Tensor | None:
+        """The bias as int64 codes on the accumulator grid [K] (None without a bias)."""
+        bias = self.bias  # type: ignore[attr-defined]
+        if bias is None:
+            return None
+        return torch.round(bias.detach().double() / self.bias_grid()).long()
+
+    def effective_bias(self) -> torch.Tensor | None:
+        """The bias the forward adds: rounded to the accumulator grid (straight-through) when
+        ``quantize_bias`` and both quantizers are active, else the float bias."""
+        bias = self.bias  # type: ignore[attr-defined]
+        quantizing = self.input_quantizer.mode == "quantize" and self.weight_quantizer.enabled
+        if bias is None or not self.quantize_bias or not quantizing:
+            return bias
+        # float64: a float32 quotient of up to ~1e6 would misround codes near a half
+        grid = self.bias_grid()
+        rounded = (torch.round(bias.detach().double() / grid) * grid).to(bias.dtype)
+        return bias + (rounded - bias).detach()
+
     def _integer_accumulate(self, x_codes: torch.Tensor, w_codes: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -64,7 +92,7 @@ class QuantMixin:
 
         Input codes (int32) times weight codes (int32), accumulated exactly (float64 holds
         every integer below 2^53; the result is checked to fit int32), then rescaled by
-        scale_w[k] * scale_x, plus the float bias. Output shape as the float layer's.
+        scale_w[k] * scale_x, plus the bias the forward adds. Output shape as the float layer's.
         """
         x_codes = self.input_quantizer.integer_codes(x)
         w_codes, w_scale = self.integer_weight()
@@ -74,14 +102,15 @@ class QuantMixin:
         channel_scale = w_scale.flatten().double() * float(self.input_quantizer.scale)
         shape = (1, -1) + (1,) * (accumulator.dim() - 2)
         out = accumulator * channel_scale.view(shape)
-        if self.bias is not None:  # type: ignore[attr-defined]
-            out = out + self.bias.double().view(shape)  # type: ignore[attr-defined]
+        bias = self.effective_bias()
+        if bias is not None:
+            out = out + bias.double().view(shape)
         return out.float()
 
 
 class QuantConv2d(QuantMixin, nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(self.input_quantizer(x))
+        return self._conv_forward(self.input_quantizer(x), self.weight, self.effective_bias())
 
     def _integer_accumulate(self, x_codes: torch.Tensor, w_codes: torch.Tensor) -> torch.Tensor:
         return F.conv2d(
@@ -91,7 +120,7 @@ class QuantConv2d(QuantMixin, nn.Conv2d):
 
 class QuantLinear(QuantMixin, nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(self.input_quantizer(x))
+        return F.linear(self.input_quantizer(x), self.weight, self.effective_bias())
 
     def _integer_accumulate(self, x_codes: torch.Tensor, w_codes: torch.Tensor) -> torch.Tensor:
         return F.linear(x_codes, w_codes)
@@ -100,11 +129,38 @@ class QuantLinear(QuantMixin, nn.Linear):
 QUANT_LAYERS = (QuantConv2d, QuantLinear)
 
 
+class QuantAdd(ResidualAdd):
+    """A residual sum of two fake-quantized operands, each per tensor at ``bits``.
+
+    Integer hardware adds integers: the main branch (a conv output, requantized from its
+    accumulator) and the shortcut (a stored activation) each have a scale and an integer
+    grid, unsigned where calibration saw no negative value. The sum itself is not rounded
+    here: its consumers (the next layers' input quantizers) quantize it.
+    """
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.bits = bits
+        self.main_quantizer = ActQuantizer(bits)
+        self.shortcut_quantizer = ActQuantizer(bits)
+
+    def forward(self, main: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        return self.main_quantizer(main) + self.shortcut_quantizer(shortcut)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"
+
+
 def to_quant_layer(
-    layer: nn.Conv2d | nn.Linear, weight_bits: int, input_bits: int, per_channel: bool
+    layer: nn.Conv2d | nn.Linear,
+    weight_bits: int,
+    input_bits: int,
+    per_channel: bool,
+    quantize_bias: bool = True,
 ) -> QuantConv2d | QuantLinear:
     """A quantized copy of ``layer``: same weights, bias and weight parametrizations (masks),
-    then the weight quantizer appended, and an input quantizer child."""
+    then the weight quantizer appended, and an input quantizer child; ``quantize_bias``: the
+    bias is added on the accumulator grid."""
     if isinstance(layer, nn.Conv2d):
         new: QuantConv2d | QuantLinear = QuantConv2d(
             layer.in_channels,
@@ -136,4 +192,5 @@ def to_quant_layer(
     new.input_quantizer = ActQuantizer(input_bits)
     new.weight_bits = weight_bits
     new.input_bits = input_bits
+    new.quantize_bias = quantize_bias
     return new.to(layer.weight.device)

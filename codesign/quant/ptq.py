@@ -1,7 +1,8 @@
 """``quantize_`` (structure) and ``calibrate`` (ranges, bias correction, learned rounding).
 
 quantize_(model, spec) swaps every Conv2d/Linear for its quantized twin (BN folded first when
-the spec asks), with per-layer widths from ``keep_8bit`` and the ordered override list.
+the spec asks), with per-layer widths from ``keep_8bit`` and the ordered override list, and
+every residual sum for one with quantized operands (``spec.residual_bits``).
 calibrate(model, forward_loop, spec) sets every scale from real data, then corrects the bias
 of every layer below 8-bit weights.
 """
@@ -18,10 +19,18 @@ from torch import nn
 from codesign.config import LayerOverride, QuantSpec, resolve_overrides
 from codesign.data.loops import ForwardLoop
 from codesign.errors import QuantError
+from codesign.models.residual import ResidualAdd
 from codesign.quant.adaround import adaround_
 from codesign.quant.fold import fold_batchnorm_
 from codesign.quant.gptq import gptq_
-from codesign.quant.modules import QUANT_LAYERS, QuantConv2d, QuantLinear, to_quant_layer
+from codesign.quant.modules import (
+    QUANT_LAYERS,
+    QuantAdd,
+    QuantConv2d,
+    QuantLinear,
+    to_quant_layer,
+)
+from codesign.quant.quantizers import ActQuantizer
 from codesign.quant.sequential import LayerTimer
 
 
@@ -32,6 +41,16 @@ def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def quant_layers(model: nn.Module) -> list[tuple[str, QuantConv2d | QuantLinear]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, QUANT_LAYERS)]
+
+
+def quant_adds(model: nn.Module) -> list[tuple[str, QuantAdd]]:
+    """(name, module) of every residual sum with quantized operands, in module order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, QuantAdd)]
+
+
+def act_quantizers(model: nn.Module) -> list[tuple[str, ActQuantizer]]:
+    """Every activation quantizer: layer inputs and residual-sum operands, in module order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, ActQuantizer)]
 
 
 def keep_8bit_patterns(keep: tuple[str, ...], layer_names: list[str]) -> list[LayerOverride]:
@@ -83,13 +102,22 @@ def quantize_(model: nn.Module, spec: QuantSpec) -> nn.Module:
         weight_bits, act_bits = bits[name]  # type: ignore[misc]
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, to_quant_layer(layer, weight_bits, act_bits, spec.per_channel))
+        quantized = to_quant_layer(
+            layer, weight_bits, act_bits, spec.per_channel, spec.quantize_bias
+        )
+        setattr(parent, child, quantized)
+    if spec.residual_bits:
+        sums = [n for n, m in model.named_modules() if isinstance(m, ResidualAdd)]
+        for name in sums:
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, QuantAdd(spec.residual_bits))
     return model
 
 
 def set_act_mode(model: nn.Module, mode: str) -> None:
-    for _, layer in quant_layers(model):
-        layer.input_quantizer.mode = mode
+    for _, quantizer in act_quantizers(model):
+        quantizer.mode = mode
 
 
 def set_weight_quant(model: nn.Module, enabled: bool) -> None:
@@ -186,14 +214,14 @@ def calibrate(
     set_act_mode(model, "observe")
     try:
         forward_loop(model)
-        for name, layer in layers:
+        for name, quantizer in act_quantizers(model):
             try:
-                layer.input_quantizer.finish_observation(
-                    range_method(spec.method, layer.input_bits), spec.percentile
+                quantizer.finish_observation(
+                    range_method(spec.method, quantizer.bits), spec.percentile
                 )
             except RuntimeError:
                 raise QuantError(
-                    f"layer {name} received no input during calibration: the forward loop "
+                    f"{name} received no input during calibration: the forward loop "
                     "ran no data (empty calibration set?)"
                 ) from None
     finally:

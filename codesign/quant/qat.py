@@ -14,28 +14,36 @@ from torch import nn
 
 from codesign.config import TrainSpec
 from codesign.data import Dataset
-from codesign.quant.ptq import quant_layers
+from codesign.quant.ptq import quant_adds, quant_layers
 from codesign.runtime import Runtime
 from codesign.train import train
+
+
+def _quantizers(model: nn.Module) -> list[nn.Module]:
+    """Every weight and activation quantizer: each layer's, then the residual sums'."""
+    quantizers: list[nn.Module] = []
+    for _, layer in quant_layers(model):
+        quantizers += [layer.weight_quantizer, layer.input_quantizer]
+    for _, add in quant_adds(model):
+        quantizers += [add.main_quantizer, add.shortcut_quantizer]
+    return quantizers
 
 
 def enable_lsq_(model: nn.Module) -> list[nn.Parameter]:
     """Make every quantizer's step size a trained parameter; returns those parameters."""
     scales = []
-    for _, layer in quant_layers(model):
-        for quantizer in (layer.weight_quantizer, layer.input_quantizer):
-            quantizer.learn_scale = True
-            quantizer.scale.requires_grad_(True)
-            scales.append(quantizer.scale)
+    for quantizer in _quantizers(model):
+        quantizer.learn_scale = True
+        quantizer.scale.requires_grad_(True)
+        scales.append(quantizer.scale)
     return scales
 
 
 def disable_lsq_(model: nn.Module) -> None:
-    for _, layer in quant_layers(model):
-        for quantizer in (layer.weight_quantizer, layer.input_quantizer):
-            quantizer.learn_scale = False
-            quantizer.scale.requires_grad_(False)
-            quantizer.scale.data.abs_().clamp_(min=1e-12)
+    for quantizer in _quantizers(model):
+        quantizer.learn_scale = False
+        quantizer.scale.requires_grad_(False)
+        quantizer.scale.data.abs_().clamp_(min=1e-12)
 
 
 def train_qat(

@@ -29,8 +29,11 @@ import torch
 from torch import fx, nn
 
 from codesign.data.loops import ForwardLoop
+from codesign.models.residual import ResidualAdd
 
-LEAF_TYPES = (nn.Conv2d, nn.Linear)  # QuantConv2d/QuantLinear subclass these
+# QuantConv2d/QuantLinear subclass the layers; QuantAdd subclasses ResidualAdd, whose
+# operand quantizers (observers with data-dependent branches) fx could not trace through.
+LEAF_TYPES = (nn.Conv2d, nn.Linear, ResidualAdd)
 
 # The positional and keyword arguments of one ``model(...)`` call of a forward loop.
 Batch = tuple[tuple[Any, ...], dict[str, Any]]

@@ -111,6 +111,8 @@ def _points_table(results: StudyResults) -> str:
                 *means,
                 f"{p.energy_uj_per_inference:.4g}",
                 f"{p.cycles:.4g}",
+                f"{p.bops / 1e9:.4g}",
+                f"{p.effectual_bops / 1e9:.4g}",
                 f"{p.weight_density:.3f}",
                 f"{p.act_density:.3f}",
                 f"{p.effectual_mac_fraction:.3f}",
@@ -136,6 +138,8 @@ def _points_table(results: StudyResults) -> str:
             *means,
             "uJ / inference",
             "cycles / inference",
+            "GBOPs / inference",
+            "effectual GBOPs",
             "weight density",
             "act density",
             "effectual MACs",
@@ -289,7 +293,9 @@ def render_report(
         )
         + "Energy and "
         "cycles are per inference, simulated on the tensors the network really produced "
-        "(captured test images); densities are measured, not assumed. "
+        "(captured test images); densities are measured, not assumed. BOPs (bit operations) are "
+        "MACs x weight bits x activation bits (a float layer counts 32 x 32); effectual BOPs "
+        "count only the MACs whose two operands are both nonzero. "
         "Bold rows (*) lie on their datapath's accuracy-vs-energy Pareto front. Top-1 is "
         "given with its 95 % Wilson interval over the test images.</p>",
         "<h2>Accuracy vs energy</h2>",

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from codesign.study.search.results import SearchResult
 
 # 3: seeds, seed_spread, dominance claims with paired tests, seed means on every point.
+#    Bit operations (bops, effectual_bops) on every point, layer row and total.
 RESULTS_SCHEMA = 3
 POINT_COLUMNS = (
     "variant",
@@ -41,6 +42,8 @@ POINT_COLUMNS = (
     "cycles",
     "compute_cycles",
     "stall_cycles",
+    "bops",
+    "effectual_bops",
     "weight_density",
     "act_density",
     "effectual_mac_fraction",
@@ -51,7 +54,7 @@ POINT_COLUMNS = (
 @dataclasses.dataclass(frozen=True)
 class Point:
     """One variant on one datapath: test and validation top-1 (%), energy (uJ) and cycles per
-    inference with their breakdowns, measured densities, and the per-layer rows, all of the
+    inference with their breakdowns, bit operations per inference (dense and effectual), measured densities, and the per-layer rows, all of the
     build at the study's first seed; ``top1_mean`` (%) and ``energy_uj_per_inference_mean``
     (uJ): their means over the study's seeds (equal to them with one seed), what fronts and
     claims are judged on. ``source``: "recipe" for a recipe variant, "search" for a verified
@@ -70,6 +73,8 @@ class Point:
     cycles: float
     compute_cycles: float
     stall_cycles: float
+    bops: int
+    effectual_bops: float
     weight_density: float
     act_density: float
     effectual_mac_fraction: float
@@ -121,6 +126,8 @@ def points_of(
             cycles=cost.cycles,
             compute_cycles=cost.compute_cycles,
             stall_cycles=cost.stall_cycles,
+            bops=cost.bops,
+            effectual_bops=cost.effectual_bops,
             weight_density=variant.weight_density,
             act_density=variant.act_density,
             effectual_mac_fraction=variant.effectual_mac_fraction,

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 # tensors (``variants.CAPTURE_BATCH``), the simulators or the variant.json fields.
 # 2: variant.json records its seed and per-image test correctness (``test_correct``), which
 # paired tests read; a variant cached without them is built again under its new key.
+#    Bit operations (``bops``, ``effectual_bops``) in every datapath summary.
 SCORING_VERSION = 2
 
 # Where the data came from does not change results, what was loaded does: the tensors are

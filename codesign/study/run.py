@@ -18,6 +18,7 @@ from codesign.errors import ConfigError, ResultError
 from codesign.pipeline.results import VariantResult
 from codesign.recipe import Recipe
 from codesign.runtime import Runtime
+from codesign.study.export import export_variant
 from codesign.study.fanout import build_tasks, select_variants
 from codesign.study.manifest import read_manifest, write_manifest
 from codesign.study.seeds import seed_tasks
@@ -39,8 +40,13 @@ def run_study(
     built in ``jobs`` processes alongside any other process working on the same OUT; returns
     their results: every variant at the recipe's first seed, then the ones that train at each
     other seed (see :mod:`codesign.study.seeds`). Writes ``OUT/study.json`` first (see
-    :mod:`codesign.study.manifest`)."""
+    :mod:`codesign.study.manifest`). Variants with ``export = true`` are written as ONNX too
+    (:func:`codesign.study.export.export_variant`)."""
     selected = select_variants(study.recipe, variants)
+    if any(variant.export for variant in selected):
+        from codesign.export import require_onnx
+
+        require_onnx()  # before any variant runs: a missing extra never costs a build
     if jobs > 1 and study.runtime.distributed:
         raise ConfigError(
             "--jobs builds variants in local worker processes and cannot be combined with "
@@ -49,7 +55,13 @@ def run_study(
     if study.runtime.is_writer:
         write_manifest(study)
     distributed.barrier()
-    return build_tasks(study, seed_tasks(study.recipe, selected), force=force, jobs=jobs)
+    results = build_tasks(study, seed_tasks(study.recipe, selected), force=force, jobs=jobs)
+    if study.runtime.is_writer:
+        for variant in selected:
+            if variant.export:  # the ONNX file of the build at the first seed, beside its model
+                export_variant(study, variant)
+    distributed.barrier()
+    return results
 
 
 def write_study_report(

@@ -19,6 +19,8 @@ ROW_KEYS = {
     "effectual_macs",
     "weight_bits",
     "act_bits",
+    "bops",
+    "effectual_bops",
     "weight_density",
     "act_density",
     "cycles",
@@ -55,6 +57,8 @@ def test_every_recipe_simulates_and_summarizes(path, conv_record, tmp_path):
         "cycles",
         "compute_cycles",
         "stall_cycles",
+        "bops",
+        "effectual_bops",
     }
     total = result["total"]
     assert total["samples"] == conv_record.n == 2

@@ -25,6 +25,8 @@ def _variant(name: str, top1: float, energies: dict[str, float]) -> VariantResul
             "effectual_macs": 50.0,
             "weight_bits": 8,
             "act_bits": 8,
+            "bops": 6400,
+            "effectual_bops": 3200.0,
             "weight_density": 0.5,
             "act_density": 0.4,
             "cycles": 10.0,
@@ -63,6 +65,8 @@ def _variant(name: str, top1: float, energies: dict[str, float]) -> VariantResul
                 "cycles": 20.0,
                 "compute_cycles": 16.0,
                 "stall_cycles": 4.0,
+                "bops": 12800,
+                "effectual_bops": 6400.0,
                 "layers": layers,
             }
             for d, e in energies.items()
@@ -92,6 +96,7 @@ def test_results_have_every_point_and_the_fronts() -> None:
     assert float(rows[0]["compute_cycles"]) + float(rows[0]["stall_cycles"]) == float(
         rows[0]["cycles"]
     )
+    assert (int(rows[0]["bops"]), float(rows[0]["effectual_bops"])) == (12800, 6400.0)
 
 
 def test_write_report_writes_every_file(tmp_path: Path) -> None:
