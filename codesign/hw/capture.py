@@ -17,85 +17,53 @@ zeros are exact zeros. Bit widths come from plain ``weight_bits``/``input_bits``
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from codesign.errors import HardwareError
+from codesign.hw.nonzeros import EXACT_FP32, MaskScratch, TileCounter, tap_counts
 from codesign.hw.records import LayerRecord, frozen_array
 
 FLOAT_BITS = 32  # a layer without ``weight_bits``/``input_bits`` computes in fp32
-EXACT_FP32 = 2**24  # integers below this add exactly in fp32
-ROW_SUM_FIRST_FROM = 4  # tile height from which summing tile rows first beats one matmul
+ONE_TAP = ((1, 1), (1, 1), (0, 0))  # (kernel, stride, padding) where each pixel meets one tap
 
 
 def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
-class _MaskScratch:
-    """One reusable fp32 buffer per device for the 0/1 nonzero masks of the layer inputs.
-
-    Hooks run one at a time, so every layer's mask can live in the same memory: no
-    activation-sized allocation per layer and batch (on the CPU a fresh one that large is
-    page-faulted in each time, which costs more than computing the mask).
-    """
-
-    def __init__(self) -> None:
-        self._buffers: dict[torch.device, torch.Tensor] = {}
-
-    def nonzero_mask(self, x: torch.Tensor) -> torch.Tensor:
-        """(x != 0) as 0/1 fp32 of ``x``'s shape, valid until the next call."""
-        buffer = self._buffers.get(x.device)
-        if buffer is None or buffer.numel() < x.numel():
-            buffer = torch.empty(x.numel(), dtype=torch.float32, device=x.device)
-            self._buffers[x.device] = buffer
-        return torch.ne(x, 0, out=buffer[: x.numel()].view(x.shape))
-
-
-def _tile_indicator(size: int, tiles: int, device: torch.device) -> torch.Tensor:
-    """[size, tiles] 0/1: pixel i belongs to tile i // ceil(size / tiles) (the last tiles may
-    be partial or empty), so ``rows @ indicator`` sums each tile."""
-    tile = math.ceil(size / tiles)
-    indicator = torch.zeros(size, tiles, dtype=torch.float32, device=device)
-    pixels = torch.arange(size, device=device)
-    indicator[pixels, pixels // tile] = 1.0
-    return indicator
-
-
 class _LayerStats:
     """Running reductions for one layer across every batch the forward loop feeds it.
 
-    Everything stays on the layer's device until :meth:`record`: counts accumulate as 0-d
-    fp64 tensors (exact integers) and the per-tile counts [n, C, tile_rows, tile_cols] as one
-    fp32 tensor per batch, the only state that grows with the number of images.
+    Everything stays on the layer's device until :meth:`record`, with no host
+    synchronisation per batch: the per-tile counts [n, C, tile_rows, tile_cols] (fp32, one
+    tensor per slice of images: the only state that grows with the number of images) and a
+    running sum of nonzeros per input pixel [C, H, W] (convs whose taps see windows) or per
+    input channel [C] (1x1 stride-1 convs and linear layers, read off the tile counts).
+    Effectual MACs follow from those sums once, at the end: they are linear in them.
     """
 
     def __init__(
-        self, name: str, module: nn.Module, tile_grid: tuple[int, int], scratch: _MaskScratch
+        self, name: str, module: nn.Module, tile_grid: tuple[int, int], scratch: MaskScratch
     ) -> None:
         self.name = name
         self.module = module
-        self.tile_grid = tile_grid
         self.scratch = scratch
+        self.count_tiles = TileCounter(tile_grid)
         self.is_conv = isinstance(module, nn.Conv2d)
-        self.calls = 0
         self.n = 0
         self.dense_macs = 0
         self.input_count = 0
-        self.input_nonzeros: torch.Tensor | int = 0
-        self.effectual_macs: torch.Tensor | int = 0
         self.input_min: torch.Tensor | None = None
-        self.tiles: list[torch.Tensor] = []  # per batch, fp32 counts on the device
+        self.tiles: list[torch.Tensor] = []
         self.tiles_array: np.ndarray | None = None
+        self.pixel_sums: torch.Tensor | None = None  # fp32: exact while n < 2**24
+        self.channel_sums: torch.Tensor | None = None  # fp64
         self.geometry: tuple[int, ...] | None = None  # (c_total, h, w, p, q, pad_h, pad_w)
         self.weight_mask: torch.Tensor | None = None
-        self.weights_per_tap: torch.Tensor | None = None
-        self.col_indicator: torch.Tensor | None = None
 
     # -- weights: read once, they do not change during an eval-mode capture ------------------
     def _weight_mask(self) -> torch.Tensor:
@@ -103,137 +71,106 @@ class _LayerStats:
             self.weight_mask = (self.module.weight.detach() != 0).float()
         return self.weight_mask
 
+    def _conv_params(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+        """(kernel, stride, dilation) of the conv; all (1, 1) for a linear layer."""
+        if not self.is_conv:
+            return (1, 1), (1, 1), (1, 1)
+        conv: nn.Conv2d = self.module  # type: ignore[assignment]
+        kernel = _pair(tuple(self._weight_mask().shape[2:]))
+        return kernel, _pair(conv.stride), _pair(conv.dilation)
+
     def observe(self, x: torch.Tensor) -> None:
         """Reduce one batch of layer input ``x`` into the running sums."""
         x = x.detach()
         if self.is_conv:
-            if x.dim() == 3:  # unbatched conv input [C, H, W]
-                x = x.unsqueeze(0)
-            # 0/1 in fp32: sums of up to 2**24 ones are exact, and matmuls/sums are fast
-            effectual, nonzeros, tiles = self._observe_conv(self.scratch.nonzero_mask(x))
+            x = x.unsqueeze(0) if x.dim() == 3 else x  # unbatched conv input [C, H, W]
+            self._count_conv(x.shape)
         else:
-            x = x.reshape(-1, x.shape[-1])  # rows are samples/tokens
-            effectual, nonzeros, tiles = self._observe_linear(self.scratch.nonzero_mask(x))
-        self.calls += 1
-        self.effectual_macs = self.effectual_macs + effectual
+            features = x.shape[-1]
+            x = x.reshape(-1, features, 1, 1)  # rows: samples/tokens; a 1x1 conv on 1 pixel
+            self._check_geometry((features, 1, 1, 1, 1, 0, 0))
+            self.n += x.shape[0]
+            self.dense_macs += x.shape[0] * self._weight_mask().shape[0] * features
+        if self.n >= EXACT_FP32:
+            raise HardwareError(
+                f"layer {self.name}: capture fewer than {EXACT_FP32} images (the per-pixel "
+                "counts are exact below that)"
+            )
         self.input_count += x.numel()
-        self.input_nonzeros = self.input_nonzeros + nonzeros
-        self.tiles.append(tiles)
-        if self.input_min is None:  # the sign of the input range is a property of the layer
-            self.input_min = x.min()
+        first = self.input_min is None
+        for part in self.scratch.slices(x):
+            x_nonzero = self.scratch.nonzero_mask(part)  # 0/1 fp32
+            tiles = self.count_tiles(x_nonzero)
+            self.tiles.append(tiles)
+            if self.pixel_sums is not None:
+                self.pixel_sums += x_nonzero.sum(0)
+            elif self.channel_sums is not None:
+                self.channel_sums += tiles.sum((0, 2, 3), dtype=torch.float64)
+            if first:  # the sign of the input range is a property of the layer
+                low = part.min()
+                self.input_min = low if self.input_min is None else self.input_min.minimum(low)
 
-    def _observe_conv(
-        self, x_nonzero: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(effectual MACs, input nonzeros, per-tile counts) of one batch's 0/1 input mask."""
-        conv: nn.Conv2d = self.module  # type: ignore[assignment]
-        n, c_total, h, w = x_nonzero.shape
+    def _count_conv(self, shape: torch.Size) -> None:
+        n, c_total, h, w = shape
         k, c_per_group, r, s = self._weight_mask().shape
-        stride, dil = _pair(conv.stride), _pair(conv.dilation)
-        if isinstance(conv.padding, str):  # "valid" or "same" (symmetric for odd kernels)
-            same = conv.padding == "same"
+        (r, s), stride, dil = self._conv_params()
+        padding = self.module.padding
+        if isinstance(padding, str):  # "valid" or "same" (symmetric for odd kernels)
+            same = padding == "same"
             pad = (dil[0] * (r - 1) // 2, dil[1] * (s - 1) // 2) if same else (0, 0)
         else:
-            pad = _pair(conv.padding)
+            pad = _pair(padding)  # type: ignore[arg-type]
         p = (h + 2 * pad[0] - dil[0] * (r - 1) - 1) // stride[0] + 1
         q = (w + 2 * pad[1] - dil[1] * (s - 1) - 1) // stride[1] + 1
         self._check_geometry((c_total, h, w, p, q, pad[0], pad[1]))
         self.n += n
         self.dense_macs += n * k * c_per_group * p * q * r * s
-        tiles = self._tile_counts(x_nonzero)
-        # Effectual MACs = sum over (c, r, s) of [nonzero weights at (c, r, s) over the output
-        # channels that read c] x [nonzero inputs that tap (c, r, s) meets over all outputs
-        # (n, p, q)]: C*R*S*P*Q work on the batch-summed nonzero map instead of the layer's
-        # K*C*R*S*P*Q. Zero padding contributes nothing; all sums are exact integers.
-        if (r, s, stride, pad) == (1, 1, (1, 1), (0, 0)):
-            # 1x1, stride 1: every input pixel meets its tap once, so the tiles already hold
-            # the second factor (no second pass over the mask)
-            taps = tiles.sum((0, 2, 3), dtype=torch.float64).view(c_total, 1, 1)
-            nonzeros = taps.sum()
+
+    def _check_geometry(self, geometry: tuple[int, ...]) -> None:
+        if self.geometry is not None:
+            if self.geometry != geometry:
+                raise HardwareError(
+                    f"layer {self.name} saw inputs of different shapes across batches "
+                    f"({self.geometry[:3]} then {geometry[:3]}): capture with one input size"
+                )
+            return
+        self.geometry = geometry
+        c_total, h, w, _p, _q, pad_h, pad_w = geometry
+        kernel, stride, _dilation = self._conv_params()
+        device = self._weight_mask().device
+        if (kernel, stride, (pad_h, pad_w)) == ONE_TAP:
+            # every input pixel meets its one tap once: per-channel totals suffice
+            self.channel_sums = torch.zeros(c_total, dtype=torch.float64, device=device)
         else:
-            batch_sum = x_nonzero.sum(0)  # exact: at most n ones per pixel
-            nonzeros = batch_sum.sum(dtype=torch.float64)
-            per_channel = F.pad(batch_sum, (pad[1], pad[1], pad[0], pad[0]))
-            sc, sh, sw = per_channel.stride()
-            # windows[c, i, j, a, b] = per_channel[c, i*dil + a*stride, j*dil + b*stride]
-            windows = per_channel.as_strided(
-                (c_total, r, s, p, q),
-                (sc, dil[0] * sh, dil[1] * sw, stride[0] * sh, stride[1] * sw),
-            )
-            # each window sum is at most n*p*q: exact in fp32 below 2**24, else add in fp64
-            exact = torch.float32 if n * p * q < EXACT_FP32 else torch.float64
-            taps = windows.sum((3, 4), dtype=exact)
-        return (taps * self._weights_per_tap()).sum(), nonzeros, tiles
+            self.pixel_sums = torch.zeros(c_total, h, w, device=device)
 
     def _weights_per_tap(self) -> torch.Tensor:
         """[C_total, R, S] fp64: nonzero weights at each (input channel, tap) over the output
         channels that read that input channel (per group)."""
-        if self.weights_per_tap is None:
-            w_mask = self._weight_mask()
-            k, c_per_group, r, s = w_mask.shape
-            groups = int(self.module.groups)  # type: ignore[arg-type]
-            per_group = w_mask.view(groups, k // groups, c_per_group, r, s).sum(1)
-            self.weights_per_tap = per_group.reshape(groups * c_per_group, r, s).double()
-        return self.weights_per_tap
-
-    def _observe_linear(
-        self, x_nonzero: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(effectual MACs, input nonzeros, per-tile counts) of one batch's [rows, features]
-        0/1 input mask."""
         w_mask = self._weight_mask()
-        rows, features = x_nonzero.shape
-        # sum_n sum_k sum_c x[n,c] w[k,c] = sum_c (sum_n x[n,c]) * (sum_k w[k,c]), exact in fp64
-        per_feature_inputs = x_nonzero.sum(0, dtype=torch.float64)
-        per_feature_weights = w_mask.sum(0, dtype=torch.float64)
-        self._check_geometry((features, 1, 1, 1, 1, 0, 0))
-        self.n += rows
-        self.dense_macs += rows * w_mask.shape[0] * features
-        tiles = self._tile_counts(x_nonzero.view(rows, features, 1, 1))
-        effectual = (per_feature_inputs * per_feature_weights).sum()
-        return effectual, per_feature_inputs.sum(), tiles
+        if not self.is_conv:
+            return w_mask.sum(0, dtype=torch.float64).view(-1, 1, 1)
+        k, c_per_group, r, s = w_mask.shape
+        groups = int(self.module.groups)  # type: ignore[arg-type]
+        per_group = w_mask.view(groups, k // groups, c_per_group, r, s).sum(1)
+        return per_group.reshape(groups * c_per_group, r, s).double()
 
-    def _check_geometry(self, geometry: tuple[int, ...]) -> None:
-        if self.geometry is None:
-            self.geometry = geometry
-        elif self.geometry != geometry:
-            raise HardwareError(
-                f"layer {self.name} saw inputs of different shapes across batches "
-                f"({self.geometry[:3]} then {geometry[:3]}): capture with one input size"
+    def _effectual_and_nonzeros(self) -> tuple[int, int]:
+        """Effectual MACs = sum over (c, r, s) of [nonzero weights at (c, r, s) over the output
+        channels that read c] x [nonzero inputs that tap (c, r, s) meets over all outputs
+        (n, p, q)]; zero padding contributes nothing. All sums are exact integers."""
+        assert self.geometry is not None
+        if self.pixel_sums is not None:
+            _c, _h, _w, p, q, pad_h, pad_w = self.geometry
+            kernel, stride, dilation = self._conv_params()
+            taps = tap_counts(
+                self.pixel_sums, kernel, stride, dilation, (pad_h, pad_w), (p, q), self.n
             )
-
-    def _tile_counts(self, x_nonzero: torch.Tensor) -> torch.Tensor:
-        """Nonzeros per planar tile: [N, C, tile_rows, tile_cols] (SCNN's PT partition), fp32.
-
-        Each tile row of one (image, channel) is a row of ``blocks`` [N*C*used_rows,
-        tile_h*W]; a 0/1 indicator [tile_h*W, tile_cols] of each pixel's tile column sums it.
-        Tall tiles first sum their rows (a reduction vectorised along W), so the matmul reads
-        1/tile_h of the mask; short ones go straight to one matmul, with the mask as the long
-        operand. Pixel-sized tiles are the mask itself. Empty last tiles stay 0; a partial
-        last tile row is padded. The sums are exact small integers in fp32.
-        """
-        n, c, h, w = x_nonzero.shape
-        rows, cols = self.tile_grid
-        tile_h, tile_w = math.ceil(h / rows), math.ceil(w / cols)
-        used_rows = math.ceil(h / tile_h)  # the last tile rows are empty when h < rows*tile_h
-        if tile_h == 1 and tile_w == 1:  # a copy either way: the mask's buffer is reused
-            fits = (h, w) == (rows, cols)
-            return x_nonzero.clone() if fits else F.pad(x_nonzero, (0, cols - w, 0, rows - h))
-        if used_rows * tile_h != h:
-            x_nonzero = F.pad(x_nonzero, (0, 0, 0, used_rows * tile_h - h))
-        if self.col_indicator is None:
-            self.col_indicator = _tile_indicator(w, cols, x_nonzero.device)
-        if tile_h >= ROW_SUM_FIRST_FROM:
-            per_row_tile = x_nonzero.view(n * c * used_rows, tile_h, w).sum(1)
-            counts = per_row_tile @ self.col_indicator
+            nonzeros = self.pixel_sums.sum(dtype=torch.float64)
         else:
-            blocks = x_nonzero.view(n * c * used_rows, tile_h * w)
-            block_indicator = self.col_indicator.repeat(tile_h, 1)  # [tile_h * W, cols]
-            counts = torch.mm(block_indicator.t(), blocks.t()).t()
-        counts = counts.reshape(n, c, used_rows, cols)
-        if used_rows < rows:
-            counts = F.pad(counts, (0, 0, 0, rows - used_rows))
-        return counts
+            assert self.channel_sums is not None
+            taps, nonzeros = self.channel_sums.view(-1, 1, 1), self.channel_sums.sum()
+        return int((taps * self._weights_per_tap()).sum()), int(nonzeros)
 
     def record(self) -> LayerRecord:
         if self.geometry is None:
@@ -245,10 +182,9 @@ class _LayerStats:
         w_mask = self._weight_mask()
         if self.is_conv:
             k, c, r, s = w_mask.shape
-            conv: nn.Conv2d = self.module  # type: ignore[assignment]
-            stride, groups, op = _pair(conv.stride), int(conv.groups), "conv"
+            groups, op = int(self.module.groups), "conv"  # type: ignore[arg-type]
         else:
-            (k, c), r, s, stride, groups, op = w_mask.shape, 1, 1, (1, 1), 1, "linear"
+            (k, c), r, s, groups, op = w_mask.shape, 1, 1, 1, "linear"
         per_kc = w_mask.view(k, c, r * s).sum(-1).to(torch.int64).cpu().numpy()
         if self.tiles_array is None:
             # one host copy as int32, converted while concatenating; the pieces are dropped
@@ -256,7 +192,7 @@ class _LayerStats:
             self.tiles_array = np.concatenate(pieces, dtype=np.int32, casting="unsafe")
             self.tiles_array.setflags(write=False)  # read-only like every record array
             self.tiles = []
-        tiles = self.tiles_array
+        effectual, nonzeros = self._effectual_and_nonzeros()
         return LayerRecord(
             name=self.name,
             op=op,
@@ -269,7 +205,7 @@ class _LayerStats:
             s=s,
             h=h,
             w=w,
-            stride=stride,
+            stride=self._conv_params()[1],
             padding=(pad_h, pad_w),
             groups=groups,
             weight_bits=int(getattr(self.module, "weight_bits", FLOAT_BITS)),
@@ -278,9 +214,9 @@ class _LayerStats:
             weight_count=int(w_mask.numel()),
             weight_nonzeros=int(w_mask.sum().item()),
             input_count=self.input_count,
-            input_nonzeros=int(self.input_nonzeros),
-            effectual_macs=int(self.effectual_macs),
-            input_nonzeros_per_tile=tiles,
+            input_nonzeros=nonzeros,
+            effectual_macs=effectual,
+            input_nonzeros_per_tile=self.tiles_array,
             weight_nonzeros_per_kc=frozen_array(per_kc),
             nm_compliant=is_2of4_compliant(w_mask),
             input_signed=bool(self.input_min is not None and self.input_min < 0),
@@ -316,7 +252,7 @@ def hooked(model: nn.Module, *, tile_grid: tuple[int, int] = (8, 8)) -> Iterator
     if len(tile_grid) != 2 or min(tile_grid) < 1:
         raise HardwareError(f"tile_grid must be two positive ints (rows, cols), got {tile_grid}")
     stats: list[_LayerStats] = []
-    scratch = _MaskScratch()
+    scratch = MaskScratch()
     handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
         for name, module in model.named_modules():

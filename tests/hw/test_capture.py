@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from codesign.errors import HardwareError
+from codesign.hw import nonzeros
 from codesign.hw.capture import capture, is_2of4_compliant
 
 
@@ -97,11 +98,14 @@ def test_tile_counts_match_a_loop_over_tiles(size, grid):
     np.testing.assert_array_equal(record.input_nonzeros_per_tile, tile_counts_by_loop(x, *grid))
 
 
-def test_conv_batches_accumulate_like_one_batch():
+@pytest.mark.parametrize("slice_elements", [1 << 20, 300])  # 300: one image per slice
+def test_conv_batches_accumulate_like_one_batch(slice_elements, monkeypatch):
+    monkeypatch.setattr(nonzeros, "CPU_SLICE_ELEMENTS", slice_elements)
     torch.manual_seed(4)
     conv = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 1))
     xs = [torch.randn(2, 3, 9, 9) for _ in range(3)]
     batched = capture(conv, lambda m: [m(x) for x in xs])
+    monkeypatch.setattr(nonzeros, "CPU_SLICE_ELEMENTS", 1 << 20)
     whole = capture(conv, lambda m: m(torch.cat(xs)))
     for a, b in zip(batched, whole, strict=True):
         assert (a.n, a.dense_macs, a.input_nonzeros, a.effectual_macs, a.input_signed) == (

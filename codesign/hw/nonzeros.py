@@ -1,0 +1,133 @@
+"""The reductions capture applies to each layer input: 0/1 nonzero masks, per-tile counts and
+the per-tap counts of nonzero inputs behind the effectual MACs.
+
+Everything here is exact integer arithmetic carried in floating point (fp32 sums of 0/1 stay
+exact below 2**24, fp64 below 2**53), so it runs on any device with its fast float kernels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+EXACT_FP32 = 2**24  # integers below this add exactly in fp32
+ROW_SUM_FIRST_FROM = 4  # tile height from which summing tile rows first beats one matmul
+# Images per slice on the CPU: the slice's mask (4 bytes per element) and its reductions stay
+# in cache, so the hooks do not evict the activations the next layers read.
+CPU_SLICE_ELEMENTS = 1 << 20
+
+
+class MaskScratch:
+    """One reusable fp32 buffer per device for the 0/1 masks of the layer inputs.
+
+    Hooks run one at a time, so every layer's mask can live in the same memory: no
+    activation-sized allocation per layer and batch (on the CPU a fresh one that large is
+    page-faulted in each time, which costs more than computing the mask).
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[torch.device, torch.Tensor] = {}
+
+    @staticmethod
+    def slices(x: torch.Tensor) -> Iterator[torch.Tensor]:
+        """``x`` [N, ...] in slices of whole images: on the CPU as many as fit
+        ``CPU_SLICE_ELEMENTS`` (at least one), elsewhere all of them at once."""
+        if x.device.type != "cpu":
+            yield x
+            return
+        step = max(1, CPU_SLICE_ELEMENTS // max(1, x[0].numel()))
+        for start in range(0, x.shape[0], step):
+            yield x[start : start + step]
+
+    def nonzero_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """(x != 0) as 0/1 fp32 of ``x``'s shape, valid until the next call."""
+        buffer = self._buffers.get(x.device)
+        if buffer is None or buffer.numel() < x.numel():
+            buffer = torch.empty(x.numel(), dtype=torch.float32, device=x.device)
+            self._buffers[x.device] = buffer
+        return torch.ne(x, 0, out=buffer[: x.numel()].view(x.shape))
+
+
+def tile_indicator(size: int, tiles: int, device: torch.device) -> torch.Tensor:
+    """[size, tiles] 0/1: pixel i belongs to tile i // ceil(size / tiles) (the last tiles may
+    be partial or empty), so ``rows @ indicator`` sums each tile."""
+    tile = math.ceil(size / tiles)
+    indicator = torch.zeros(size, tiles, dtype=torch.float32, device=device)
+    pixels = torch.arange(size, device=device)
+    indicator[pixels, pixels // tile] = 1.0
+    return indicator
+
+
+class TileCounter:
+    """Nonzeros per planar tile of a fixed (tile_rows, tile_cols) grid (SCNN's PT partition)."""
+
+    def __init__(self, grid: tuple[int, int]) -> None:
+        self.grid = grid
+        self._col_indicator: torch.Tensor | None = None
+
+    def __call__(self, x_nonzero: torch.Tensor) -> torch.Tensor:
+        """[N, C, tile_rows, tile_cols] fp32 counts of a 0/1 mask [N, C, H, W] (H, W fixed).
+
+        Each tile row of one (image, channel) is a row of ``blocks`` [N*C*used_rows,
+        tile_h*W]; a 0/1 indicator [tile_h*W, tile_cols] of each pixel's tile column sums it.
+        Tall tiles first sum their rows (a reduction vectorised along W), so the matmul reads
+        1/tile_h of the mask; short ones go straight to one matmul, with the mask as the long
+        operand. Pixel-sized tiles are the mask itself. Empty last tiles stay 0; a partial
+        last tile row is padded. The sums are exact small integers in fp32. The result never
+        aliases the mask.
+        """
+        n, c, h, w = x_nonzero.shape
+        rows, cols = self.grid
+        tile_h, tile_w = math.ceil(h / rows), math.ceil(w / cols)
+        used_rows = math.ceil(h / tile_h)  # the last tile rows are empty when h < rows*tile_h
+        if tile_h == 1 and tile_w == 1:  # a copy either way
+            fits = (h, w) == (rows, cols)
+            return x_nonzero.clone() if fits else F.pad(x_nonzero, (0, cols - w, 0, rows - h))
+        if used_rows * tile_h != h:
+            x_nonzero = F.pad(x_nonzero, (0, 0, 0, used_rows * tile_h - h))
+        if self._col_indicator is None:
+            self._col_indicator = tile_indicator(w, cols, x_nonzero.device)
+        if tile_h >= ROW_SUM_FIRST_FROM:
+            per_row_tile = x_nonzero.view(n * c * used_rows, tile_h, w).sum(1)
+            counts = per_row_tile @ self._col_indicator
+        else:
+            blocks = x_nonzero.view(n * c * used_rows, tile_h * w)
+            block_indicator = self._col_indicator.repeat(tile_h, 1)  # [tile_h * W, cols]
+            counts = torch.mm(block_indicator.t(), blocks.t()).t()
+        counts = counts.reshape(n, c, used_rows, cols)
+        if used_rows < rows:
+            counts = F.pad(counts, (0, 0, 0, rows - used_rows))
+        return counts
+
+
+def tap_counts(
+    pixel_sums: torch.Tensor,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    padding: tuple[int, int],
+    output: tuple[int, int],
+    images: int,
+) -> torch.Tensor:
+    """[C, R, S] fp64: nonzero inputs that kernel tap (r, s) of channel c meets over every
+    output position of every image.
+
+    ``pixel_sums`` [C, H, W]: nonzeros per input pixel summed over the ``images``. The count
+    for tap (r, s) is a strided window sum of the zero-padded map (one strided view, one
+    reduction): C*R*S*P*Q work instead of the layer's K*C*R*S*P*Q. Each window sum is at most
+    images*P*Q, exact in fp32 below 2**24 (else it adds in fp64).
+    """
+    c = pixel_sums.shape[0]
+    (r, s), (p, q) = kernel, output
+    padded = F.pad(pixel_sums, (padding[1], padding[1], padding[0], padding[0]))
+    sc, sh, sw = padded.stride()
+    # windows[c, i, j, a, b] = padded[c, i*dil + a*stride, j*dil + b*stride]
+    windows = padded.as_strided(
+        (c, r, s, p, q),
+        (sc, dilation[0] * sh, dilation[1] * sw, stride[0] * sh, stride[1] * sw),
+    )
+    exact = torch.float32 if images * p * q < EXACT_FP32 else torch.float64
+    return windows.sum((3, 4), dtype=exact).double()
