@@ -18,8 +18,9 @@ the work) belongs to one measurement only.
    the build has a ``gptq`` PTQ method, on ``--calib`` random calibration images (32x32 for
    the CIFAR ResNets, 224x224 for resnet50). ``--solver-layers N`` runs the solver on N layers
    spread evenly over the depth (the others keep 8-bit weights / stay dense; 0 = every
-   layer): seconds per layer are for those layers, and AdaRound's peak RSS, which holds the
-   float inputs of every chosen layer at once, grows with N.
+   layer; default: every layer of a CIFAR ResNet, 8 of an ImageNet one, whose large layers
+   take minutes each): seconds per layer are for those layers, and AdaRound's peak RSS,
+   which holds the float inputs of every chosen layer at once, grows with N.
 
 Random inputs stand in for images: neither cost depends on pixel values (the ReLUs still make
 activations sparse). Threads: ``--threads`` (default 1; on a small shared machine torch's
@@ -221,8 +222,12 @@ def report_solver(model: str, solver: str, r: dict[str, Any]) -> None:
         f"peak RSS {r['rss_peak_mb']:6.0f} MiB"
     )
     per_layer = list(r["per_layer_s"].values())
-    if len(per_layer) >= 2:
-        line += f"  (first {per_layer[0]:.2f} s, last {per_layer[-1]:.2f} s)"
+    if per_layer:  # AdaRound reports each layer: its forward up to the layer + its solve
+        line += (
+            f"\n{'':22s}per-layer step {sum(per_layer) / len(per_layer):.2f} s mean, "
+            f"first {per_layer[0]:.2f} s, last {per_layer[-1]:.2f} s, "
+            f"max {max(per_layer):.2f} s ({max(r['per_layer_s'], key=r['per_layer_s'].get)})"
+        )
     print(line)
 
 
@@ -239,7 +244,10 @@ def main() -> None:
     parser.add_argument("--calib", type=int, default=None, help="calibration images (64)")
     parser.add_argument("--calib-batch", type=int, default=32, help="calibration batch")
     parser.add_argument(
-        "--solver-layers", type=int, default=None, help="layers per solver run, 0 = all (8)"
+        "--solver-layers",
+        type=int,
+        default=None,
+        help="layers per solver run, 0 = all (default: all on CIFAR models, 8 on ImageNet ones)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -258,7 +266,13 @@ def main() -> None:
     ptq_models = args.ptq_models if args.ptq_models is not None else default_ptq
     images = args.images or (16 if quick else 64)
     calib = args.calib or (32 if quick else 64)
-    layers = args.solver_layers if args.solver_layers is not None else (4 if quick else 8)
+    from codesign.models.registry import is_cifar_model
+
+    def solver_layers(model: str) -> int:
+        if args.solver_layers is not None:
+            return args.solver_layers
+        return 4 if quick else (0 if is_cifar_model(model) else 8)
+
     print(f"torch {torch.__version__}, {args.threads} thread(s)")
 
     for name in hw_models:
@@ -271,10 +285,7 @@ def main() -> None:
     if "gptq" in args.solvers and "gptq" not in solvers:
         print("gptq: not a PTQ method of this build; skipped")
     if ptq_models and solvers:
-        print(
-            f"solvers: {calib} random calibration images at batch {args.calib_batch}, "
-            f"{layers or 'all'} layers spread over the depth"
-        )
+        print(f"solvers: {calib} random calibration images at batch {args.calib_batch}")
     for name in ptq_models:
         for solver in solvers:
             task = {
@@ -283,7 +294,7 @@ def main() -> None:
                 "solver": solver,
                 "calib": calib,
                 "batch": args.calib_batch,
-                "layers": layers,
+                "layers": solver_layers(name),
             }
             report_solver(name, solver, run_child(task, args.threads))
 

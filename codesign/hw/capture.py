@@ -1,11 +1,12 @@
 """Observe the real tensors of every Conv2d/Linear and reduce them to ``LayerRecord``s.
 
 This is the project's only forward-hook site. Each hook reduces the layer's input right away
-(nonzero counts, exact effectual MACs, per-tile nonzeros for SCNN's PE grid) and drops the
-tensor: what is kept grows only by the per-tile counts, C x tile_rows x tile_cols int32 per
-image and layer (SCNN's per-image barriers need them; ResNet-50 at 8x8 tiles: 6.3 MB per
-image), never by activations. The reductions run on the layer's device with no host
-synchronisation per batch; the record moves them to the host once, at the end.
+(nonzeros per input pixel or channel, per-tile nonzeros for SCNN's PE grid; the exact
+effectual MACs follow from those sums) and drops the tensor: what is kept grows only by the
+per-tile counts, C x tile_rows x tile_cols int32 per image and layer (SCNN's per-image
+barriers need them; ResNet-50 at 8x8 tiles: 6.3 MB per image), never by activations. The
+reductions run on the layer's device with no host synchronisation per batch; the record moves
+them to the host once, at the end.
 
 The input counted is what the MACs really see: for a quantized layer (a module with a child
 named ``input_quantizer``) the quantizer's output, else the layer's own input. The weight is

@@ -15,6 +15,9 @@ import torch.nn.functional as F
 
 EXACT_FP32 = 2**24  # integers below this add exactly in fp32
 ROW_SUM_FIRST_FROM = 4  # tile height from which summing tile rows first beats one matmul
+# Integers up to 256 are exact in bf16 (8-bit significand), so matmuls on them stay exact
+# even where fp32 matmuls are allowed reduced-precision operands (TF32/bf16 accumulate in fp32).
+EXACT_ANY_PRECISION = 256
 # Images per slice on the CPU: the slice's mask (4 bytes per element) and its reductions stay
 # in cache, so the hooks do not evict the activations the next layers read.
 CPU_SLICE_ELEMENTS = 1 << 20
@@ -75,7 +78,8 @@ class TileCounter:
         tile_h*W]; a 0/1 indicator [tile_h*W, tile_cols] of each pixel's tile column sums it.
         Tall tiles first sum their rows (a reduction vectorised along W), so the matmul reads
         1/tile_h of the mask; short ones go straight to one matmul, with the mask as the long
-        operand. Pixel-sized tiles are the mask itself. Empty last tiles stay 0; a partial
+        operand. Every matmul operand is an integer of at most 256, so the counts are exact
+        whatever matmul precision is allowed. Pixel-sized tiles are the mask itself. Empty last tiles stay 0; a partial
         last tile row is padded. The sums are exact small integers in fp32. The result never
         aliases the mask.
         """
@@ -90,7 +94,7 @@ class TileCounter:
             x_nonzero = F.pad(x_nonzero, (0, 0, 0, used_rows * tile_h - h))
         if self._col_indicator is None:
             self._col_indicator = tile_indicator(w, cols, x_nonzero.device)
-        if tile_h >= ROW_SUM_FIRST_FROM:
+        if ROW_SUM_FIRST_FROM <= tile_h <= EXACT_ANY_PRECISION:
             per_row_tile = x_nonzero.view(n * c * used_rows, tile_h, w).sum(1)
             counts = per_row_tile @ self._col_indicator
         else:
@@ -131,3 +135,14 @@ def tap_counts(
     )
     exact = torch.float32 if images * p * q < EXACT_FP32 else torch.float64
     return windows.sum((3, 4), dtype=exact).double()
+
+
+def exact_fp32_matmul() -> bool:
+    """True when CPU fp32 matmuls keep full fp32 operands (no TF32/bf16 shortcut allowed)."""
+    try:
+        legacy = torch.get_float32_matmul_precision()
+    except RuntimeError:  # legacy and per-backend settings mixed: do not assume
+        return False
+    overall = getattr(torch.backends, "fp32_precision", "none")
+    mkldnn = getattr(getattr(torch.backends.mkldnn, "matmul", None), "fp32_precision", "none")
+    return legacy == "highest" and overall in ("none", "ieee") and mkldnn in ("none", "ieee")

@@ -43,6 +43,7 @@ from codesign.errors import HardwareError
 from codesign.hw.arch import ArchSpec, ScnnSpec
 from codesign.hw.costing import Widths, make_cost, storage, traffic_details
 from codesign.hw.energy import EnergyTable
+from codesign.hw.nonzeros import EXACT_FP32, exact_fp32_matmul
 from codesign.hw.records import Action, LayerCost, LayerRecord
 
 
@@ -92,9 +93,8 @@ def _grouped_counts(record: LayerRecord, spec: ScnnSpec) -> tuple[np.ndarray, np
     return acts, weights.reshape(g, groups, kc, cg).sum(axis=2), kc
 
 
-# Below these bounds every partial sum of a product of non-negative integer matrices is an
-# exactly representable integer, so BLAS gives the exact answer in any summation order.
-EXACT_FP32 = 2**24
+# Below EXACT_FP32 (fp32) and EXACT_FP64 every partial sum of a product of non-negative integer
+# matrices is an exactly representable integer: BLAS is exact in any summation order.
 EXACT_FP64 = 2**53
 MATMUL_CHUNK_ELEMENTS = 1 << 22  # operand/result entries per matmul (bounds the memory)
 
@@ -121,8 +121,8 @@ def pe_work(
     weight_vectors = -(-weights.astype(np.int64) // weight_lanes)  # [G, KG, Cg]
     largest_act = int(acts.max(initial=0))
     bound = cg * -(-largest_act // act_lanes) * int(weight_vectors.max(initial=0))
-    if max(bound, largest_act) < EXACT_FP32 and torch.get_float32_matmul_precision() == "highest":
-        dtype = np.float32  # "highest": no TF32/bf16 rounding of the matmul operands
+    if max(bound, largest_act) < EXACT_FP32 and exact_fp32_matmul():
+        dtype = np.float32
     elif max(bound, largest_act) < EXACT_FP64:
         dtype = np.float64
     else:

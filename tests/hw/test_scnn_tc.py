@@ -14,6 +14,7 @@ from codesign.hw import scnn
 from codesign.hw.arch import ArchSpec, ScnnSpec, TensorCoreSpec
 from codesign.hw.capture import capture
 from codesign.hw.energy import horowitz45
+from codesign.hw.nonzeros import exact_fp32_matmul
 from codesign.hw.scnn import expected_max_bank_load, pe_work, simulate_dcnn, simulate_scnn
 from codesign.hw.sparse_tc import simulate_tensor_core
 
@@ -80,6 +81,20 @@ def test_pe_work_matches_an_int64_einsum(groups, chunk, monkeypatch):
     acts = rng.integers(0, 40, size=(5, groups, 6, 4)).astype(np.int32)
     weights = rng.integers(0, 30, size=(groups, 3, 6))
     assert pe_work(acts, weights, 4, 8) == pe_work_by_einsum(acts, weights, 4, 8)
+
+
+def test_pe_work_stays_exact_when_fp32_matmuls_may_round():
+    rng = np.random.default_rng(2)
+    acts = rng.integers(0, 300, size=(3, 1, 16, 4)).astype(np.int32)
+    weights = rng.integers(0, 300, size=(1, 2, 16))
+    before = torch.get_float32_matmul_precision()
+    assert exact_fp32_matmul()
+    torch.set_float32_matmul_precision("medium")  # bf16 operands allowed: fp64 must take over
+    try:
+        assert not exact_fp32_matmul()
+        assert pe_work(acts, weights, 1, 1) == pe_work_by_einsum(acts, weights, 1, 1)
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def test_pe_work_stays_exact_beyond_fp32_and_refuses_beyond_fp64():
