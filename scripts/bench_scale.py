@@ -10,7 +10,7 @@ the work) belongs to one measurement only.
    process. The forward is timed once before and once after the capture (after a warm-up
    pass) and the ratio divides by their mean, so load that drifts during the run shifts both
    sides; the same ratio in process CPU time is printed beside it (less sensitive to other
-   jobs on a shared machine). The dense mapping cache is cleared first: every search is paid for, as in a fresh
+   jobs on a shared machine). ``--rounds`` repeats this (default 3, the median reported). The dense mapping cache is cleared first: every search is paid for, as in a fresh
    ``codesign simulate``. Target: capture + simulate within 1.5x the forward, peak RSS < 2 GB.
 2. Solvers (``--ptq-models``, default resnet20 resnet56 resnet50): AdaRound through
    ``codesign.quant.calibrate`` (W4A8, method adaround), SparseGPT through
@@ -81,22 +81,17 @@ def spread(names: list[str], count: int) -> list[str]:
 # -- children: one measurement per process --------------------------------------------------
 
 
-def child_hw(task: dict[str, Any]) -> dict[str, Any]:
-    from codesign.hw import capture, load_arch, simulate, summarize
+def hw_round(model: nn.Module, loop: Any, archs: list[Any]) -> dict[str, Any]:
+    """One round: the plain forward, capture + every datapath, the plain forward again."""
+    from codesign.hw import capture, simulate, summarize
     from codesign.hw.dense import best_mapping
-    from codesign.resources import bundled_names, resolve_named_file
 
-    model, images = model_and_images(task["model"], task["images"])
-    loop = batched_loop(images, task["batch"])
-    archs = [load_arch(resolve_named_file(name, "hardware")) for name in bundled_names("hardware")]
-    loop(model)  # warm-up: allocator and kernel selection
     started, cpu = time.perf_counter(), time.process_time()
     loop(model)
     forward_before_s = time.perf_counter() - started
     forward_cpu_s = time.process_time() - cpu
-    rss_forward_mb = peak_rss_mb()
 
-    best_mapping.cache_clear()
+    best_mapping.cache_clear()  # every mapping search is paid for, as in a fresh process
     started, cpu = time.perf_counter(), time.process_time()
     records = capture(model, loop)
     capture_s = time.perf_counter() - started
@@ -107,24 +102,42 @@ def child_hw(task: dict[str, Any]) -> dict[str, Any]:
         simulate_s[arch.name] = time.perf_counter() - t0
     total_s = time.perf_counter() - started
     total_cpu_s = time.process_time() - cpu
-    rss_total_mb = peak_rss_mb()
+    layers = len(records)
+    del records  # the next round's must not coexist with these
 
     started, cpu = time.perf_counter(), time.process_time()
     loop(model)
     forward_after_s = time.perf_counter() - started
     forward_cpu_s += time.process_time() - cpu
-    forward_s = (forward_before_s + forward_after_s) / 2
     return {
-        "layers": len(records),
+        "layers": layers,
         "forward_before_s": forward_before_s,
         "forward_after_s": forward_after_s,
         "capture_s": capture_s,
         "simulate_s": simulate_s,
         "total_s": total_s,
-        "ratio": total_s / forward_s,
+        "ratio": total_s / ((forward_before_s + forward_after_s) / 2),
         "cpu_ratio": total_cpu_s / (forward_cpu_s / 2),
+    }
+
+
+def child_hw(task: dict[str, Any]) -> dict[str, Any]:
+    from codesign.hw import load_arch
+    from codesign.resources import bundled_names, resolve_named_file
+
+    model, images = model_and_images(task["model"], task["images"])
+    loop = batched_loop(images, task["batch"])
+    archs = [load_arch(resolve_named_file(name, "hardware")) for name in bundled_names("hardware")]
+    loop(model)  # warm-up: allocator and kernel selection
+    rss_forward_mb = peak_rss_mb()
+    rounds = [hw_round(model, loop, archs) for _ in range(task["rounds"])]
+    median = sorted(rounds, key=lambda r: r["ratio"])[len(rounds) // 2]
+    return {
+        **median,
+        "ratios": [r["ratio"] for r in rounds],
+        "cpu_ratios": [r["cpu_ratio"] for r in rounds],
         "rss_forward_mb": rss_forward_mb,
-        "rss_peak_mb": rss_total_mb,
+        "rss_peak_mb": peak_rss_mb(),
     }
 
 
@@ -193,7 +206,12 @@ def report_hw(name: str, images: int, batch: int, r: dict[str, Any]) -> None:
         return
     forward_s = (r["forward_before_s"] + r["forward_after_s"]) / 2
     sims = r["simulate_s"]
-    print(f"{name}: {r['layers']} layers, {images} images at batch {batch}")
+    pairs = zip(r["ratios"], r["cpu_ratios"], strict=True)
+    rounds = ", ".join(f"{wall:.2f}/{cpu:.2f}" for wall, cpu in pairs)
+    print(
+        f"{name}: {r['layers']} layers, {images} images at batch {batch}; "
+        f"the median of {len(r['ratios'])} round(s) (wall/CPU ratios: {rounds})"
+    )
     print(
         f"  plain forward          {forward_s:7.2f} s "
         f"(before {r['forward_before_s']:.2f}, after {r['forward_after_s']:.2f})"
@@ -241,6 +259,9 @@ def main() -> None:
     parser.add_argument("--solvers", nargs="*", default=list(SOLVERS), choices=SOLVERS)
     parser.add_argument("--images", type=int, default=None, help="captured images (64)")
     parser.add_argument("--batch", type=int, default=16, help="images per forward pass")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="hardware rounds, the median reported (3)"
+    )
     parser.add_argument("--calib", type=int, default=None, help="calibration images (64)")
     parser.add_argument("--calib-batch", type=int, default=32, help="calibration batch")
     parser.add_argument(
@@ -276,7 +297,13 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} thread(s)")
 
     for name in hw_models:
-        task = {"kind": "hw", "model": name, "images": images, "batch": args.batch}
+        task = {
+            "kind": "hw",
+            "model": name,
+            "images": images,
+            "batch": args.batch,
+            "rounds": args.rounds or (1 if quick else 3),
+        }
         report_hw(name, images, args.batch, run_child(task, args.threads))
 
     from codesign.config import PTQ_METHODS

@@ -108,7 +108,7 @@ class _LayerStats:
             elif self.channel_sums is not None:
                 self.channel_sums += tiles.sum((0, 2, 3), dtype=torch.float64)
             if first:  # the sign of the input range is a property of the layer
-                low = part.min()
+                low = part.amin()
                 self.input_min = low if self.input_min is None else self.input_min.minimum(low)
 
     def _count_conv(self, shape: torch.Size) -> None:
@@ -187,11 +187,8 @@ class _LayerStats:
         else:
             (k, c), r, s, groups, op = w_mask.shape, 1, 1, 1, "linear"
         per_kc = w_mask.view(k, c, r * s).sum(-1).to(torch.int64).cpu().numpy()
-        if self.tiles_array is None:
-            # one host copy as int32, converted while concatenating; the pieces are dropped
-            pieces = [piece.cpu().numpy() for piece in self.tiles]
-            self.tiles_array = np.concatenate(pieces, dtype=np.int32, casting="unsafe")
-            self.tiles_array.setflags(write=False)  # read-only like every record array
+        if self.tiles_array is None:  # one host copy, read-only like every record array
+            self.tiles_array = self.count_tiles.assemble(self.tiles, self.geometry[0])
             self.tiles = []
         effectual, nonzeros = self._effectual_and_nonzeros()
         return LayerRecord(

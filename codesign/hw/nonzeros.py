@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -69,41 +70,54 @@ class TileCounter:
 
     def __init__(self, grid: tuple[int, int]) -> None:
         self.grid = grid
-        self._col_indicator: torch.Tensor | None = None
+        self._indicator: torch.Tensor | None = None  # [tile_h * W, used_cols], made once
 
     def __call__(self, x_nonzero: torch.Tensor) -> torch.Tensor:
-        """[N, C, tile_rows, tile_cols] fp32 counts of a 0/1 mask [N, C, H, W] (H, W fixed).
+        """Counts [N, C, used_rows, used_cols] fp32 of a 0/1 mask [N, C, H, W] (H, W fixed):
+        the tiles that hold pixels; the grid's empty last rows/columns are added by
+        :meth:`assemble`. The result never aliases the mask (whose buffer is reused).
 
         Each tile row of one (image, channel) is a row of ``blocks`` [N*C*used_rows,
-        tile_h*W]; a 0/1 indicator [tile_h*W, tile_cols] of each pixel's tile column sums it.
+        tile_h*W]; a 0/1 indicator [tile_h*W, used_cols] of each pixel's tile column sums it.
         Tall tiles first sum their rows (a reduction vectorised along W), so the matmul reads
         1/tile_h of the mask; short ones go straight to one matmul, with the mask as the long
-        operand. Every matmul operand is an integer of at most 256, so the counts are exact
-        whatever matmul precision is allowed. Pixel-sized tiles are the mask itself. Empty last tiles stay 0; a partial
-        last tile row is padded. The sums are exact small integers in fp32. The result never
-        aliases the mask.
+        operand (its result is kept transposed, a view). Pixel-sized tiles are the mask
+        itself. A partial last tile row is padded. Every matmul operand is an integer of at
+        most 256, so the counts are exact whatever matmul precision is allowed.
         """
         n, c, h, w = x_nonzero.shape
         rows, cols = self.grid
         tile_h, tile_w = math.ceil(h / rows), math.ceil(w / cols)
-        used_rows = math.ceil(h / tile_h)  # the last tile rows are empty when h < rows*tile_h
-        if tile_h == 1 and tile_w == 1:  # a copy either way
-            fits = (h, w) == (rows, cols)
-            return x_nonzero.clone() if fits else F.pad(x_nonzero, (0, cols - w, 0, rows - h))
+        used_rows, used_cols = math.ceil(h / tile_h), math.ceil(w / tile_w)
+        if tile_h == 1 and tile_w == 1:
+            return x_nonzero.clone()
         if used_rows * tile_h != h:
             x_nonzero = F.pad(x_nonzero, (0, 0, 0, used_rows * tile_h - h))
-        if self._col_indicator is None:
-            self._col_indicator = tile_indicator(w, cols, x_nonzero.device)
-        if ROW_SUM_FIRST_FROM <= tile_h <= EXACT_ANY_PRECISION:
+        rows_first = ROW_SUM_FIRST_FROM <= tile_h <= EXACT_ANY_PRECISION
+        if self._indicator is None:
+            columns = tile_indicator(w, cols, x_nonzero.device)[:, :used_cols]
+            self._indicator = columns.contiguous() if rows_first else columns.repeat(tile_h, 1)
+        if rows_first:
             per_row_tile = x_nonzero.view(n * c * used_rows, tile_h, w).sum(1)
-            counts = per_row_tile @ self._col_indicator
+            counts = per_row_tile @ self._indicator
         else:
             blocks = x_nonzero.view(n * c * used_rows, tile_h * w)
-            block_indicator = self._col_indicator.repeat(tile_h, 1)  # [tile_h * W, cols]
-            counts = torch.mm(block_indicator.t(), blocks.t()).t()
-        counts = counts.reshape(n, c, used_rows, cols)
-        if used_rows < rows:
-            counts = F.pad(counts, (0, 0, 0, rows - used_rows))
+            counts = torch.mm(self._indicator.t(), blocks.t()).t()
+        return counts.view(n, c, used_rows, used_cols)
+
+    def assemble(self, pieces: list[torch.Tensor], channels: int) -> np.ndarray:
+        """The pieces (consecutive images) as one read-only int32 array [N, C, rows, cols] on
+        the host, empty tiles 0: one copy, converted while it is made."""
+        rows, cols = self.grid
+        host = [piece.cpu().numpy() for piece in pieces]
+        n = sum(part.shape[0] for part in host)
+        counts = np.zeros((n, channels, rows, cols), dtype=np.int32)
+        start = 0
+        for part in host:
+            used_rows, used_cols = part.shape[2:]
+            counts[start : start + part.shape[0], :, :used_rows, :used_cols] = part
+            start += part.shape[0]
+        counts.setflags(write=False)
         return counts
 
 
