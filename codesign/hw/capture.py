@@ -69,7 +69,9 @@ class _LayerStats:
     # -- weights: read once, they do not change during an eval-mode capture ------------------
     def _weight_mask(self) -> torch.Tensor:
         if self.weight_mask is None:
-            self.weight_mask = (self.module.weight.detach() != 0).float()
+            weight = self.module.weight.detach()
+            mask = torch.empty(weight.shape, dtype=torch.float32, device=weight.device)
+            self.weight_mask = torch.ne(weight, 0, out=mask)  # 0/1 written as fp32 directly
         return self.weight_mask
 
     def _conv_params(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
@@ -106,7 +108,8 @@ class _LayerStats:
             if self.pixel_sums is not None:
                 self.pixel_sums += x_nonzero.sum(0)
             elif self.channel_sums is not None:
-                self.channel_sums += tiles.sum((0, 2, 3), dtype=torch.float64)
+                # per (image, channel) in fp32 (exact: at most H*W), then over images in fp64
+                self.channel_sums += tiles.sum((2, 3)).sum(0, dtype=torch.float64)
             if first:  # the sign of the input range is a property of the layer
                 low = part.amin()
                 self.input_min = low if self.input_min is None else self.input_min.minimum(low)
@@ -186,7 +189,7 @@ class _LayerStats:
             groups, op = int(self.module.groups), "conv"  # type: ignore[arg-type]
         else:
             (k, c), r, s, groups, op = w_mask.shape, 1, 1, 1, "linear"
-        per_kc = w_mask.view(k, c, r * s).sum(-1).to(torch.int64).cpu().numpy()
+        per_kc = w_mask.view(k, c, r * s).sum(-1).cpu().numpy().astype(np.int64)
         if self.tiles_array is None:  # one host copy, read-only like every record array
             self.tiles_array = self.count_tiles.assemble(self.tiles, self.geometry[0])
             self.tiles = []

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 EXACT_FP32 = 2**24  # integers below this add exactly in fp32
-ROW_SUM_FIRST_FROM = 4  # tile height from which summing tile rows first beats one matmul
+ROW_SUM_FIRST_FROM = 6  # tile height from which summing tile rows first beats one matmul
 # Integers up to 256 are exact in bf16 (8-bit significand), so matmuls on them stay exact
 # even where fp32 matmuls are allowed reduced-precision operands (TF32/bf16 accumulate in fp32).
 EXACT_ANY_PRECISION = 256
