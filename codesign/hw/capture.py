@@ -105,8 +105,8 @@ class _LayerStats:
             x_nonzero = self.scratch.nonzero_mask(part)  # 0/1 fp32
             tiles = self.count_tiles(x_nonzero)
             self.tiles.append(tiles)
-            if self.pixel_sums is not None:
-                self.pixel_sums += x_nonzero.sum(0)
+            if self.pixel_sums is not None:  # one image: added in place, no temporary
+                self.pixel_sums += x_nonzero[0] if len(x_nonzero) == 1 else x_nonzero.sum(0)
             elif self.channel_sums is not None:
                 # per (image, channel) in fp32 (exact: at most H*W), then over images in fp64
                 self.channel_sums += tiles.sum((2, 3)).sum(0, dtype=torch.float64)

@@ -73,12 +73,18 @@ def expected_max_bank_load(products: int, banks: int) -> float:
 
 
 def _grouped_counts(record: LayerRecord, spec: ScnnSpec) -> tuple[np.ndarray, np.ndarray, int]:
-    """Per-tile activations [N, G, Cg, T] (the record's int32, not copied) and
-    per-(output group, c) weights [G, KG, Cg] int64."""
+    """Per-tile activations [N, G, Cg, used_rows, used_cols] (a view of the record's int32)
+    and per-(output group, c) weights [G, KG, Cg] int64.
+
+    Tiles of ceil(H / rows) pixels leave the grid's last rows (columns) empty on inputs
+    smaller than the grid allows: those hold no activation in any image and are left out.
+    """
     g, cg = record.groups, record.c
     tiles = record.input_nonzeros_per_tile
-    n = tiles.shape[0]
-    acts = tiles.reshape(n, g, cg, -1)
+    n, _c, rows, cols = tiles.shape
+    used_rows = math.ceil(record.h / math.ceil(record.h / rows))
+    used_cols = math.ceil(record.w / math.ceil(record.w / cols))
+    acts = tiles.reshape(n, g, cg, rows, cols)[..., :used_rows, :used_cols]
     kg = record.k // g
     tile_out = math.ceil(record.p / spec.pe_rows) * math.ceil(record.q / spec.pe_cols)
     halo_tile = (math.ceil(record.p / spec.pe_rows) + record.r - 1) * (
@@ -104,7 +110,8 @@ def pe_work(
 ) -> dict[str, int]:
     """Exact integer totals of SCNN's Cartesian-product work (see the module docstring).
 
-    ``acts`` [N, G, Cg, T]: nonzero activations per image, group, input channel and PE tile;
+    ``acts`` [N, G, Cg, *tiles]: nonzero activations per image, group, input channel and PE
+    tile (any tile layout: the tiles are flattened; a strided view is fine);
     ``weights`` [G, KG, Cg]: nonzero weights per output-channel group and input channel;
     a PE multiplies ceil(a / act_lanes) activation vectors by ceil(w / weight_lanes) weight
     vectors. Returns ``barrier`` (sum over images and output-channel groups of the slowest
@@ -116,13 +123,9 @@ def pe_work(
     and in fp64 below 2**53: integers there are exact in any summation order, and so is
     ceil(a / lanes) computed as a float division (a is far below the bound).
     """
-    n, g, cg, t = acts.shape
+    n, g, cg = acts.shape[:3]
+    t = math.prod(acts.shape[3:])
     kg = weights.shape[1]
-    # Tiles empty in every image (the grid's last rows/columns on small inputs) cost no
-    # cycles and cannot be a maximum above 0: leave them out of the matmul.
-    occupied = np.flatnonzero(acts.reshape(-1, t).any(axis=0))
-    if 0 < occupied.size < t:
-        acts, t = acts[..., occupied], occupied.size
     weight_vectors = -(-weights.astype(np.int64) // weight_lanes)  # [G, KG, Cg]
     largest_act = int(acts.max(initial=0))
     bound = cg * -(-largest_act // act_lanes) * int(weight_vectors.max(initial=0))
@@ -135,29 +138,35 @@ def pe_work(
             f"SCNN tile counts too large for exact arithmetic ({largest_act} nonzeros in a "
             "tile): capture with a finer tile grid"
         )
-    lhs = torch.from_numpy(weight_vectors.astype(dtype))  # [G, KG, Cg]
+    rhs = torch.from_numpy(weight_vectors.astype(dtype)).transpose(1, 2)  # [G, Cg, KG] view
     chunk = max(1, MATMUL_CHUNK_ELEMENTS // (g * t * max(cg, kg)))
-    per_channel_vectors = np.zeros((g, cg), dtype=np.int64)
+    per_channel_acts = torch.zeros(g, cg, dtype=torch.float64)
+    per_channel_vectors = torch.zeros(g, cg, dtype=torch.float64)
     barrier = 0.0
     for start in range(0, n, chunk):
-        # [G, Cg, n', T]: one matmul per group then covers every image and tile at once
-        part = acts[start : start + chunk].transpose(1, 2, 0, 3)
-        vectors = torch.from_numpy(np.ascontiguousarray(part, dtype=dtype))
+        part = acts[start : start + chunk]
+        images = part.shape[0]
+        # one contiguous copy [n', G, Cg, T] in the matmul's dtype
+        vectors = torch.from_numpy(part.astype(dtype).reshape(images, g, cg, t))
+        # sums over images are exact in fp32 below 2**24, then over tiles in fp64
+        over_images = torch.float32 if images * largest_act < EXACT_FP32 else torch.float64
+        per_channel_acts += vectors.sum(0, dtype=over_images).sum(-1, dtype=torch.float64)
         vectors.div_(act_lanes).ceil_()  # activation vectors per PE
-        images = vectors.shape[2]
-        columns = vectors.view(g, cg, images * t)
-        sums = columns.sum(-1, dtype=torch.float64)  # [G, Cg], exact integers
-        per_channel_vectors += sums.numpy().astype(np.int64)
-        cycles = torch.bmm(lhs, columns).view(g, kg, images, t)
-        barrier += float(cycles.amax(-1).sum(dtype=torch.float64))
-    per_channel_acts = acts.sum(axis=0, dtype=np.int64).sum(-1)  # [G, Cg]
+        per_channel_vectors += vectors.sum(0, dtype=over_images).sum(-1, dtype=torch.float64)
+        # cycles[n'G, t, k] = sum over c: the activations enter transposed (a view), the
+        # weights broadcast over images (copied only for grouped layers)
+        lhs = vectors.view(images * g, cg, t).transpose(1, 2)
+        cycles = torch.bmm(lhs, rhs.expand(images, g, cg, kg).reshape(images * g, cg, kg))
+        barrier += float(cycles.amax(1).sum(dtype=torch.float64))
+    acts_per_channel = per_channel_acts.numpy().astype(np.int64)  # [G, Cg]
+    vectors_per_channel = per_channel_vectors.numpy().astype(np.int64)
     weights_per_channel = weights.sum(axis=1, dtype=np.int64)  # [G, Cg]
     return {
         "barrier": int(barrier),
-        "busy": int((per_channel_vectors * weight_vectors.sum(axis=1)).sum()),
-        "products": int((per_channel_acts * weights_per_channel).sum()),
-        "vector_weights": int((per_channel_vectors * weights_per_channel).sum()),
-        "activations": int(per_channel_acts.sum()),
+        "busy": int((vectors_per_channel * weight_vectors.sum(axis=1)).sum()),
+        "products": int((acts_per_channel * weights_per_channel).sum()),
+        "vector_weights": int((vectors_per_channel * weights_per_channel).sum()),
+        "activations": int(acts_per_channel.sum()),
     }
 
 
