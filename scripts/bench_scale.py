@@ -239,13 +239,15 @@ def report_solver(model: str, solver: str, r: dict[str, Any]) -> None:
         f"{r['seconds']:8.1f} s  {r['seconds_per_layer']:7.2f} s/layer  "
         f"peak RSS {r['rss_peak_mb']:6.0f} MiB"
     )
-    per_layer = list(r["per_layer_s"].values())
-    if per_layer:  # AdaRound reports each layer: its forward up to the layer + its solve
+    steps = r["per_layer_s"]  # AdaRound reports each layer: its forward up to it + its solve
+    if steps:
+        values = list(steps.values())
         line += (
-            f"\n{'':22s}per-layer step {sum(per_layer) / len(per_layer):.2f} s mean, "
-            f"first {per_layer[0]:.2f} s, last {per_layer[-1]:.2f} s, "
-            f"max {max(per_layer):.2f} s ({max(r['per_layer_s'], key=r['per_layer_s'].get)})"
+            f"\n{'':22s}per-layer step {sum(values) / len(values):.2f} s mean, "
+            f"first {values[0]:.2f} s, last {values[-1]:.2f} s"
         )
+        if len(steps) <= 8:
+            line += "".join(f"\n{'':24s}{name:24s} {sec:8.2f} s" for name, sec in steps.items())
     print(line)
 
 

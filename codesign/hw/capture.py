@@ -110,7 +110,7 @@ class _LayerStats:
             elif self.channel_sums is not None:
                 # per (image, channel) in fp32 (exact: at most H*W), then over images in fp64
                 self.channel_sums += tiles.sum((2, 3)).sum(0, dtype=torch.float64)
-            if first:  # the sign of the input range is a property of the layer
+            if first and part.numel():  # the sign of the input range is the layer's
                 low = part.amin()
                 self.input_min = low if self.input_min is None else self.input_min.minimum(low)
 

@@ -39,7 +39,7 @@ class MaskScratch:
     def slices(x: torch.Tensor) -> Iterator[torch.Tensor]:
         """``x`` [N, ...] in slices of whole images: on the CPU as many as fit
         ``CPU_SLICE_ELEMENTS`` (at least one), elsewhere all of them at once."""
-        if x.device.type != "cpu":
+        if x.device.type != "cpu" or len(x) == 0:
             yield x
             return
         step = max(1, CPU_SLICE_ELEMENTS // max(1, x[0].numel()))
