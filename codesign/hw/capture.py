@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from codesign.errors import HardwareError
-from codesign.hw.nonzeros import EXACT_FP32, MaskScratch, TileCounter, tap_counts
+from codesign.hw.nonzeros import EXACT_FP32, MaskScratch, TileCounter, TileStore, tap_counts
 from codesign.hw.records import LayerRecord, frozen_array
 
 FLOAT_BITS = 32  # a layer without ``weight_bits``/``input_bits`` computes in fp32
@@ -53,14 +53,14 @@ class _LayerStats:
         self.name = name
         self.module = module
         self.scratch = scratch
+        self.tile_grid = tile_grid
         self.count_tiles = TileCounter(tile_grid)
         self.is_conv = isinstance(module, nn.Conv2d)
         self.n = 0
         self.dense_macs = 0
         self.input_count = 0
         self.input_min: torch.Tensor | None = None
-        self.tiles: list[torch.Tensor] = []
-        self.tiles_array: np.ndarray | None = None
+        self.tiles: TileStore | None = None  # made with the layer's geometry
         self.pixel_sums: torch.Tensor | None = None  # fp32: exact while n < 2**24
         self.channel_sums: torch.Tensor | None = None  # fp64
         self.geometry: tuple[int, ...] | None = None  # (c_total, h, w, p, q, pad_h, pad_w)
@@ -104,7 +104,8 @@ class _LayerStats:
         for part in self.scratch.slices(x):
             x_nonzero = self.scratch.nonzero_mask(part)  # 0/1 fp32
             tiles = self.count_tiles(x_nonzero)
-            self.tiles.append(tiles)
+            assert self.tiles is not None
+            self.tiles.add(tiles)
             if self.pixel_sums is not None:  # one image: added in place, no temporary
                 self.pixel_sums += x_nonzero[0] if len(x_nonzero) == 1 else x_nonzero.sum(0)
             elif self.channel_sums is not None:
@@ -142,6 +143,7 @@ class _LayerStats:
         c_total, h, w, _p, _q, pad_h, pad_w = geometry
         kernel, stride, _dilation = self._conv_params()
         device = self._weight_mask().device
+        self.tiles = TileStore(self.tile_grid, c_total, on_host=device.type == "cpu")
         if (kernel, stride, (pad_h, pad_w)) == ONE_TAP:
             # every input pixel meets its one tap once: per-channel totals suffice
             self.channel_sums = torch.zeros(c_total, dtype=torch.float64, device=device)
@@ -183,6 +185,7 @@ class _LayerStats:
                 "through the model (or remove the layer from the model)"
             )
         _c_total, h, w, p, q, pad_h, pad_w = self.geometry
+        assert self.tiles is not None  # made with the geometry
         w_mask = self._weight_mask()
         if self.is_conv:
             k, c, r, s = w_mask.shape
@@ -190,9 +193,6 @@ class _LayerStats:
         else:
             (k, c), r, s, groups, op = w_mask.shape, 1, 1, 1, "linear"
         per_kc = w_mask.view(k, c, r * s).sum(-1).cpu().numpy().astype(np.int64)
-        if self.tiles_array is None:  # one host copy, read-only like every record array
-            self.tiles_array = self.count_tiles.assemble(self.tiles, self.geometry[0])
-            self.tiles = []
         effectual, nonzeros = self._effectual_and_nonzeros()
         return LayerRecord(
             name=self.name,
@@ -217,7 +217,7 @@ class _LayerStats:
             input_count=self.input_count,
             input_nonzeros=nonzeros,
             effectual_macs=effectual,
-            input_nonzeros_per_tile=self.tiles_array,
+            input_nonzeros_per_tile=self.tiles.array(),  # read-only like every record array
             weight_nonzeros_per_kc=frozen_array(per_kc),
             nm_compliant=is_2of4_compliant(w_mask),
             input_signed=bool(self.input_min is not None and self.input_min < 0),

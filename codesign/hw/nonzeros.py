@@ -22,6 +22,7 @@ EXACT_ANY_PRECISION = 256
 # Images per slice on the CPU: the slice's mask (4 bytes per element) and its reductions stay
 # in cache, so the hooks do not evict the activations the next layers read.
 CPU_SLICE_ELEMENTS = 1 << 20
+SPARE_BATCHES = 8  # host room reserved for the per-tile counts, in first batches
 
 
 class MaskScratch:
@@ -105,22 +106,79 @@ class TileCounter:
             counts = torch.mm(self._indicator.t(), blocks.t()).t()
         return counts.view(n, c, used_rows, used_cols)
 
-    def assemble(self, pieces: list[torch.Tensor], channels: int) -> np.ndarray:
-        """The pieces (consecutive images) as one read-only int32 array [N, C, rows, cols] on
-        the host, empty tiles 0: one copy, converted while it is made."""
-        rows, cols = self.grid
-        host = [piece.cpu().numpy() for piece in pieces]
-        n = sum(part.shape[0] for part in host)
-        # empty, not zeros: calloc'd memory this large is far slower to fill on first touch
-        counts = np.empty((n, channels, rows, cols), dtype=np.int32)
+
+class TileStore:
+    """The per-tile counts of every image, in order, as the record's [N, C, rows, cols] int32.
+
+    On the CPU each slice's counts go straight into one growing host buffer (fp32, written in
+    place; its spare capacity is address space, never touched), converted in place to int32
+    at the end: the largest thing a capture keeps is written once and never copied. On other
+    devices the pieces stay on the device (no host synchronisation per batch) and are copied
+    over once at the end. Empty tiles (the grid's last rows/columns) are 0.
+    """
+
+    def __init__(self, grid: tuple[int, int], channels: int, on_host: bool) -> None:
+        self.grid = grid
+        self.channels = channels
+        self.on_host = on_host  # the counts are made on the CPU: write them in place
+        self.count = 0
+        self._buffer: np.ndarray | None = None
+        self._pieces: list[torch.Tensor] = []
+        self._array: np.ndarray | None = None
+
+    def add(self, counts: torch.Tensor) -> None:
+        """Append the counts [n, C, used_rows, used_cols] of the next n images."""
+        if not self.on_host:
+            self._pieces.append(counts)
+            self.count += counts.shape[0]
+            return
+        n, _c, used_rows, used_cols = counts.shape
+        self._reserve(self.count + n)
+        assert self._buffer is not None
+        rows = torch.from_numpy(self._buffer[self.count : self.count + n])
+        rows[:, :, :used_rows, :used_cols] = counts
+        rows[:, :, used_rows:, :] = 0
+        rows[:, :, :used_rows, used_cols:] = 0
+        self.count += n
+
+    def _reserve(self, images: int) -> None:
+        capacity = 0 if self._buffer is None else self._buffer.shape[0]
+        if images <= capacity:
+            return
+        # room for several more batches like the first; doubling after that
+        capacity = max(images * SPARE_BATCHES, 2 * capacity)
+        grown = np.empty((capacity, self.channels, *self.grid), dtype=np.float32)
+        if self._buffer is not None:
+            grown[: self.count] = self._buffer[: self.count]
+        self._buffer = grown
+
+    def array(self) -> np.ndarray:
+        """The counts as read-only int32 [N, C, rows, cols] on the host (made once)."""
+        if self._array is None:
+            if self._pieces:
+                self._array = self._from_pieces()
+            elif self._buffer is None:
+                self._array = np.zeros((0, self.channels, *self.grid), dtype=np.int32)
+            else:
+                counts = self._buffer[: self.count]
+                self._array = counts.view(np.int32)
+                # in place, a few images at a time (a whole-array cast would need a temporary
+                # as large as the array): the fp32 values are exact integers
+                for start in range(0, self.count, 16):
+                    self._array[start : start + 16] = counts[start : start + 16].astype(np.int32)
+            self._array.setflags(write=False)
+        return self._array
+
+    def _from_pieces(self) -> np.ndarray:
+        counts = np.empty((self.count, self.channels, *self.grid), dtype=np.int32)
         start = 0
-        for part in host:
-            used_rows, used_cols = part.shape[2:]
-            counts[start : start + part.shape[0], :, :used_rows, :used_cols] = part
-            counts[start : start + part.shape[0], :, used_rows:, :] = 0
-            counts[start : start + part.shape[0], :, :used_rows, used_cols:] = 0
-            start += part.shape[0]
-        counts.setflags(write=False)
+        for piece in self._pieces:
+            part = piece.cpu().numpy()
+            n, _c, used_rows, used_cols = part.shape
+            counts[start : start + n] = 0
+            counts[start : start + n, :, :used_rows, :used_cols] = part
+            start += n
+        self._pieces = []
         return counts
 
 

@@ -98,9 +98,11 @@ def test_tile_counts_match_a_loop_over_tiles(size, grid):
     np.testing.assert_array_equal(record.input_nonzeros_per_tile, tile_counts_by_loop(x, *grid))
 
 
-@pytest.mark.parametrize("slice_elements", [1 << 20, 300])  # 300: one image per slice
-def test_conv_batches_accumulate_like_one_batch(slice_elements, monkeypatch):
+# 300 elements: one image per slice; one spare batch: the host buffer grows twice
+@pytest.mark.parametrize("slice_elements,spare", [(1 << 20, 8), (300, 1)])
+def test_conv_batches_accumulate_like_one_batch(slice_elements, spare, monkeypatch):
     monkeypatch.setattr(nonzeros, "CPU_SLICE_ELEMENTS", slice_elements)
+    monkeypatch.setattr(nonzeros, "SPARE_BATCHES", spare)
     torch.manual_seed(4)
     conv = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 1))
     xs = [torch.randn(2, 3, 9, 9) for _ in range(3)]
@@ -116,6 +118,21 @@ def test_conv_batches_accumulate_like_one_batch(slice_elements, monkeypatch):
             b.input_signed,
         )
         np.testing.assert_array_equal(a.input_nonzeros_per_tile, b.input_nonzeros_per_tile)
+
+
+@pytest.mark.parametrize("on_host", [True, False])
+def test_tile_store_keeps_images_in_order_with_empty_tiles_zero(on_host, monkeypatch):
+    monkeypatch.setattr(nonzeros, "SPARE_BATCHES", 1)  # the host buffer grows on every add
+    torch.manual_seed(5)
+    store = nonzeros.TileStore((3, 4), channels=2, on_host=on_host)
+    pieces = [torch.randint(1, 9, (n, 2, 2, 3)).float() for n in (2, 1, 3)]
+    for piece in pieces:
+        store.add(piece)
+    array = store.array()
+    expected = np.zeros((6, 2, 3, 4), dtype=np.int32)
+    expected[:, :, :2, :3] = torch.cat(pieces).numpy()
+    assert array.dtype == np.int32 and not array.flags.writeable
+    np.testing.assert_array_equal(array, expected)
 
 
 def test_linear_record_and_batches_accumulate():
