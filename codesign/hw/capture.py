@@ -1,8 +1,12 @@
 """Observe the real tensors of every Conv2d/Linear and reduce them to ``LayerRecord``s.
 
 This is the project's only forward-hook site. Each hook reduces the layer's input right away
-(nonzero counts, exact effectual MACs, per-tile nonzeros for SCNN's PE grid) and drops the
-tensor, so memory stays flat however many batches the caller's ``forward_loop`` runs.
+(nonzeros per input pixel or channel, per-tile nonzeros for SCNN's PE grid; the exact
+effectual MACs follow from those sums) and drops the tensor: what is kept grows only by the
+per-tile counts, C x tile_rows x tile_cols int32 per image and layer (SCNN's per-image
+barriers need them; ResNet-50 at 8x8 tiles: 6.3 MB per image), never by activations. The
+reductions run on the layer's device with no host synchronisation per batch; the record moves
+them to the host once, at the end.
 
 The input counted is what the MACs really see: for a quantized layer (a module with a child
 named ``input_quantizer``) the quantizer's output, else the layer's own input. The weight is
@@ -14,18 +18,18 @@ zeros are exact zeros. Bit widths come from plain ``weight_bits``/``input_bits``
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from codesign.errors import HardwareError
+from codesign.hw.nonzeros import EXACT_FP32, MaskScratch, TileCounter, TileStore, tap_counts
 from codesign.hw.records import LayerRecord, frozen_array
 
 FLOAT_BITS = 32  # a layer without ``weight_bits``/``input_bits`` computes in fp32
+ONE_TAP = ((1, 1), (1, 1), (0, 0))  # (kernel, stride, padding) where each pixel meets one tap
 
 
 def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
@@ -33,124 +37,146 @@ def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
 
 
 class _LayerStats:
-    """Running sums for one layer across every batch the forward loop feeds it."""
+    """Running reductions for one layer across every batch the forward loop feeds it.
 
-    def __init__(self, name: str, module: nn.Module, tile_grid: tuple[int, int]) -> None:
+    Everything stays on the layer's device until :meth:`record`, with no host
+    synchronisation per batch: the per-tile counts [n, C, tile_rows, tile_cols] (fp32, one
+    tensor per slice of images: the only state that grows with the number of images) and a
+    running sum of nonzeros per input pixel [C, H, W] (convs whose taps see windows) or per
+    input channel [C] (1x1 stride-1 convs and linear layers, read off the tile counts).
+    Effectual MACs follow from those sums once, at the end: they are linear in them.
+    """
+
+    def __init__(
+        self, name: str, module: nn.Module, tile_grid: tuple[int, int], scratch: MaskScratch
+    ) -> None:
         self.name = name
         self.module = module
+        self.scratch = scratch
         self.tile_grid = tile_grid
+        self.count_tiles = TileCounter(tile_grid)
         self.is_conv = isinstance(module, nn.Conv2d)
-        self.calls = 0
         self.n = 0
         self.dense_macs = 0
         self.input_count = 0
-        self.input_nonzeros = 0
-        self.effectual_macs = 0
-        self.input_signed = False
-        self.tiles: list[np.ndarray] = []
+        self.input_min: torch.Tensor | None = None
+        self.tiles: TileStore | None = None  # made with the layer's geometry
+        self.pixel_sums: torch.Tensor | None = None  # fp32: exact while n < 2**24
+        self.channel_sums: torch.Tensor | None = None  # fp64
         self.geometry: tuple[int, ...] | None = None  # (c_total, h, w, p, q, pad_h, pad_w)
         self.weight_mask: torch.Tensor | None = None
-        self.weights_per_tap: torch.Tensor | None = None
 
     # -- weights: read once, they do not change during an eval-mode capture ------------------
     def _weight_mask(self) -> torch.Tensor:
         if self.weight_mask is None:
-            self.weight_mask = (self.module.weight.detach() != 0).float()
+            weight = self.module.weight.detach()
+            mask = torch.empty(weight.shape, dtype=torch.float32, device=weight.device)
+            self.weight_mask = torch.ne(weight, 0, out=mask)  # 0/1 written as fp32 directly
         return self.weight_mask
+
+    def _conv_params(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+        """(kernel, stride, dilation) of the conv; all (1, 1) for a linear layer."""
+        if not self.is_conv:
+            return (1, 1), (1, 1), (1, 1)
+        conv: nn.Conv2d = self.module  # type: ignore[assignment]
+        kernel = _pair(tuple(self._weight_mask().shape[2:]))
+        return kernel, _pair(conv.stride), _pair(conv.dilation)
 
     def observe(self, x: torch.Tensor) -> None:
         """Reduce one batch of layer input ``x`` into the running sums."""
         x = x.detach()
-        # 0/1 in fp32: sums of up to 2**24 ones are exact, and pooling kernels are fast
-        x_nonzero = (x != 0).float()
-        w_mask = self._weight_mask()
         if self.is_conv:
-            if x_nonzero.dim() == 3:  # unbatched conv input [C, H, W]
-                x_nonzero = x_nonzero.unsqueeze(0)
-            effectual = self._observe_conv(x_nonzero, w_mask)
+            x = x.unsqueeze(0) if x.dim() == 3 else x  # unbatched conv input [C, H, W]
+            self._count_conv(x.shape)
         else:
-            x_nonzero = x_nonzero.reshape(-1, x_nonzero.shape[-1])  # rows are samples/tokens
-            effectual = self._observe_linear(x_nonzero, w_mask)
-        self.calls += 1
-        self.effectual_macs += effectual
+            features = x.shape[-1]
+            x = x.reshape(-1, features, 1, 1)  # rows: samples/tokens; a 1x1 conv on 1 pixel
+            self._check_geometry((features, 1, 1, 1, 1, 0, 0))
+            self.n += x.shape[0]
+            self.dense_macs += x.shape[0] * self._weight_mask().shape[0] * features
+        if self.n >= EXACT_FP32:
+            raise HardwareError(
+                f"layer {self.name}: capture fewer than {EXACT_FP32} images (the per-pixel "
+                "counts are exact below that)"
+            )
         self.input_count += x.numel()
-        self.input_nonzeros += int(self.tiles[-1].sum(dtype=np.int64))
-        if self.calls == 1:  # the sign of the input range is a property of the layer
-            self.input_signed = bool(x.min() < 0)
+        first = self.input_min is None
+        for part in self.scratch.slices(x):
+            x_nonzero = self.scratch.nonzero_mask(part)  # 0/1 fp32
+            tiles = self.count_tiles(x_nonzero)
+            assert self.tiles is not None
+            self.tiles.add(tiles)
+            if self.pixel_sums is not None:  # one image: added in place, no temporary
+                self.pixel_sums += x_nonzero[0] if len(x_nonzero) == 1 else x_nonzero.sum(0)
+            elif self.channel_sums is not None:
+                # per (image, channel) in fp32 (exact: at most H*W), then over images in fp64
+                self.channel_sums += tiles.sum((2, 3)).sum(0, dtype=torch.float64)
+            if first and part.numel():  # the sign of the input range is the layer's
+                low = part.amin()
+                self.input_min = low if self.input_min is None else self.input_min.minimum(low)
 
-    def _observe_conv(self, x_nonzero: torch.Tensor, w_mask: torch.Tensor) -> int:
-        conv: nn.Conv2d = self.module  # type: ignore[assignment]
-        n, c_total, h, w = x_nonzero.shape
-        k, c_per_group, r, s = w_mask.shape
-        stride, dil = _pair(conv.stride), _pair(conv.dilation)
-        if isinstance(conv.padding, str):  # "valid" or "same" (symmetric for odd kernels)
-            same = conv.padding == "same"
+    def _count_conv(self, shape: torch.Size) -> None:
+        n, c_total, h, w = shape
+        k, c_per_group, r, s = self._weight_mask().shape
+        (r, s), stride, dil = self._conv_params()
+        padding = self.module.padding
+        if isinstance(padding, str):  # "valid" or "same" (symmetric for odd kernels)
+            same = padding == "same"
             pad = (dil[0] * (r - 1) // 2, dil[1] * (s - 1) // 2) if same else (0, 0)
         else:
-            pad = _pair(conv.padding)
+            pad = _pair(padding)  # type: ignore[arg-type]
         p = (h + 2 * pad[0] - dil[0] * (r - 1) - 1) // stride[0] + 1
         q = (w + 2 * pad[1] - dil[1] * (s - 1) - 1) // stride[1] + 1
         self._check_geometry((c_total, h, w, p, q, pad[0], pad[1]))
         self.n += n
         self.dense_macs += n * k * c_per_group * p * q * r * s
-        self.tiles.append(self._tile_counts(x_nonzero))
-        # Effectual MACs = sum over (c, r, s) of [nonzero weights at (c, r, s) over the output
-        # channels that read c] x [nonzero inputs that tap (c, r, s) meets over all outputs
-        # (n, p, q)]. The second factor is a strided window sum of the batch-summed nonzero
-        # map (one strided view, one reduction): C*R*S*P*Q work instead of the layer's
-        # K*C*R*S*P*Q. Zero padding contributes nothing; all sums are exact integers.
-        per_channel = F.pad(x_nonzero.sum(0), (pad[1], pad[1], pad[0], pad[0]))
-        sc, sh, sw = per_channel.stride()
-        # windows[c, i, j, a, b] = per_channel[c, i*dil + a*stride, j*dil + b*stride]: one view
-        windows = per_channel.as_strided(
-            (c_total, r, s, p, q),
-            (sc, dil[0] * sh, dil[1] * sw, stride[0] * sh, stride[1] * sw),
-        )
-        taps = windows.sum((3, 4), dtype=torch.float64)  # exact: integers far below 2**53
-        return int((taps * self._weights_per_tap()).sum().item())
-
-    def _weights_per_tap(self) -> torch.Tensor:
-        """[C_total, R, S]: nonzero weights at each (input channel, tap) over the output
-        channels that read that input channel (per group)."""
-        if self.weights_per_tap is None:
-            w_mask = self._weight_mask()
-            k, c_per_group, r, s = w_mask.shape
-            groups = int(self.module.groups)  # type: ignore[arg-type]
-            per_group = w_mask.view(groups, k // groups, c_per_group, r, s).sum(1)
-            self.weights_per_tap = per_group.reshape(groups * c_per_group, r, s).double()
-        return self.weights_per_tap
-
-    def _observe_linear(self, x_nonzero: torch.Tensor, w_mask: torch.Tensor) -> int:
-        rows, features = x_nonzero.shape
-        # sum_n sum_k sum_c x[n,c] w[k,c] = sum_c (sum_n x[n,c]) * (sum_k w[k,c]), in int64.
-        per_feature_inputs = x_nonzero.sum(0, dtype=torch.int64)
-        per_feature_weights = w_mask.sum(0).to(torch.int64)
-        effectual = int((per_feature_inputs * per_feature_weights).sum())
-        self._check_geometry((features, 1, 1, 1, 1, 0, 0))
-        self.n += rows
-        self.dense_macs += rows * w_mask.shape[0] * features
-        self.tiles.append(self._tile_counts(x_nonzero.view(rows, features, 1, 1)))
-        return effectual
 
     def _check_geometry(self, geometry: tuple[int, ...]) -> None:
-        if self.geometry is None:
-            self.geometry = geometry
-        elif self.geometry != geometry:
-            raise HardwareError(
-                f"layer {self.name} saw inputs of different shapes across batches "
-                f"({self.geometry[:3]} then {geometry[:3]}): capture with one input size"
-            )
+        if self.geometry is not None:
+            if self.geometry != geometry:
+                raise HardwareError(
+                    f"layer {self.name} saw inputs of different shapes across batches "
+                    f"({self.geometry[:3]} then {geometry[:3]}): capture with one input size"
+                )
+            return
+        self.geometry = geometry
+        c_total, h, w, _p, _q, pad_h, pad_w = geometry
+        kernel, stride, _dilation = self._conv_params()
+        device = self._weight_mask().device
+        self.tiles = TileStore(self.tile_grid, c_total, on_host=device.type == "cpu")
+        if (kernel, stride, (pad_h, pad_w)) == ONE_TAP:
+            # every input pixel meets its one tap once: per-channel totals suffice
+            self.channel_sums = torch.zeros(c_total, dtype=torch.float64, device=device)
+        else:
+            self.pixel_sums = torch.zeros(c_total, h, w, device=device)
 
-    def _tile_counts(self, x_nonzero: torch.Tensor) -> np.ndarray:
-        """Nonzeros per planar tile: [N, C, tile_rows, tile_cols] (SCNN's PT partition)."""
-        h, w = x_nonzero.shape[-2:]
-        rows, cols = self.tile_grid
-        tile_h, tile_w = math.ceil(h / rows), math.ceil(w / cols)
-        if (tile_h * rows, tile_w * cols) != (h, w):  # the last tiles are partial (or empty)
-            x_nonzero = F.pad(x_nonzero, (0, tile_w * cols - w, 0, tile_h * rows - h))
-        # a sum-pool over each tile (avg-pool with divisor 1): exact small integers in fp32
-        counts = F.avg_pool2d(x_nonzero, (tile_h, tile_w), divisor_override=1)
-        return counts.to(torch.int32).cpu().numpy()
+    def _weights_per_tap(self) -> torch.Tensor:
+        """[C_total, R, S] fp64: nonzero weights at each (input channel, tap) over the output
+        channels that read that input channel (per group)."""
+        w_mask = self._weight_mask()
+        if not self.is_conv:
+            return w_mask.sum(0, dtype=torch.float64).view(-1, 1, 1)
+        k, c_per_group, r, s = w_mask.shape
+        groups = int(self.module.groups)  # type: ignore[arg-type]
+        per_group = w_mask.view(groups, k // groups, c_per_group, r, s).sum(1)
+        return per_group.reshape(groups * c_per_group, r, s).double()
+
+    def _effectual_and_nonzeros(self) -> tuple[int, int]:
+        """Effectual MACs = sum over (c, r, s) of [nonzero weights at (c, r, s) over the output
+        channels that read c] x [nonzero inputs that tap (c, r, s) meets over all outputs
+        (n, p, q)]; zero padding contributes nothing. All sums are exact integers."""
+        assert self.geometry is not None
+        if self.pixel_sums is not None:
+            _c, _h, _w, p, q, pad_h, pad_w = self.geometry
+            kernel, stride, dilation = self._conv_params()
+            taps = tap_counts(
+                self.pixel_sums, kernel, stride, dilation, (pad_h, pad_w), (p, q), self.n
+            )
+            nonzeros = self.pixel_sums.sum(dtype=torch.float64)
+        else:
+            assert self.channel_sums is not None
+            taps, nonzeros = self.channel_sums.view(-1, 1, 1), self.channel_sums.sum()
+        return int((taps * self._weights_per_tap()).sum()), int(nonzeros)
 
     def record(self) -> LayerRecord:
         if self.geometry is None:
@@ -159,14 +185,15 @@ class _LayerStats:
                 "through the model (or remove the layer from the model)"
             )
         _c_total, h, w, p, q, pad_h, pad_w = self.geometry
+        assert self.tiles is not None  # made with the geometry
         w_mask = self._weight_mask()
         if self.is_conv:
             k, c, r, s = w_mask.shape
-            conv: nn.Conv2d = self.module  # type: ignore[assignment]
-            stride, groups, op = _pair(conv.stride), int(conv.groups), "conv"
+            groups, op = int(self.module.groups), "conv"  # type: ignore[arg-type]
         else:
-            (k, c), r, s, stride, groups, op = w_mask.shape, 1, 1, (1, 1), 1, "linear"
-        per_kc = w_mask.view(k, c, r * s).sum(-1).to(torch.int64).cpu().numpy()
+            (k, c), r, s, groups, op = w_mask.shape, 1, 1, 1, "linear"
+        per_kc = w_mask.view(k, c, r * s).sum(-1).cpu().numpy().astype(np.int64)
+        effectual, nonzeros = self._effectual_and_nonzeros()
         return LayerRecord(
             name=self.name,
             op=op,
@@ -179,7 +206,7 @@ class _LayerStats:
             s=s,
             h=h,
             w=w,
-            stride=stride,
+            stride=self._conv_params()[1],
             padding=(pad_h, pad_w),
             groups=groups,
             weight_bits=int(getattr(self.module, "weight_bits", FLOAT_BITS)),
@@ -188,12 +215,12 @@ class _LayerStats:
             weight_count=int(w_mask.numel()),
             weight_nonzeros=int(w_mask.sum().item()),
             input_count=self.input_count,
-            input_nonzeros=self.input_nonzeros,
-            effectual_macs=self.effectual_macs,
-            input_nonzeros_per_tile=frozen_array(np.concatenate(self.tiles), np.int32),
+            input_nonzeros=nonzeros,
+            effectual_macs=effectual,
+            input_nonzeros_per_tile=self.tiles.array(),  # read-only like every record array
             weight_nonzeros_per_kc=frozen_array(per_kc),
             nm_compliant=is_2of4_compliant(w_mask),
-            input_signed=self.input_signed,
+            input_signed=bool(self.input_min is not None and self.input_min < 0),
         )
 
 
@@ -226,12 +253,13 @@ def hooked(model: nn.Module, *, tile_grid: tuple[int, int] = (8, 8)) -> Iterator
     if len(tile_grid) != 2 or min(tile_grid) < 1:
         raise HardwareError(f"tile_grid must be two positive ints (rows, cols), got {tile_grid}")
     stats: list[_LayerStats] = []
+    scratch = MaskScratch()
     handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
         for name, module in model.named_modules():
             if not isinstance(module, (nn.Conv2d, nn.Linear)):
                 continue
-            layer = _LayerStats(name, module, (int(tile_grid[0]), int(tile_grid[1])))
+            layer = _LayerStats(name, module, (int(tile_grid[0]), int(tile_grid[1])), scratch)
             stats.append(layer)
             quantizer = getattr(module, "input_quantizer", None)
             if isinstance(quantizer, nn.Module):

@@ -37,10 +37,13 @@ import functools
 import math
 
 import numpy as np
+import torch
 
+from codesign.errors import HardwareError
 from codesign.hw.arch import ArchSpec, ScnnSpec
 from codesign.hw.costing import Widths, make_cost, storage, traffic_details
 from codesign.hw.energy import EnergyTable
+from codesign.hw.nonzeros import EXACT_FP32, exact_fp32_matmul
 from codesign.hw.records import Action, LayerCost, LayerRecord
 
 
@@ -70,11 +73,18 @@ def expected_max_bank_load(products: int, banks: int) -> float:
 
 
 def _grouped_counts(record: LayerRecord, spec: ScnnSpec) -> tuple[np.ndarray, np.ndarray, int]:
-    """Per-tile activations [N, G, Cg, T] and per-(output group, c) weights [G, KG, Cg]."""
+    """Per-tile activations [N, G, Cg, used_rows, used_cols] (a view of the record's int32)
+    and per-(output group, c) weights [G, KG, Cg] int64.
+
+    Tiles of ceil(H / rows) pixels leave the grid's last rows (columns) empty on inputs
+    smaller than the grid allows: those hold no activation in any image and are left out.
+    """
     g, cg = record.groups, record.c
-    tiles = np.asarray(record.input_nonzeros_per_tile, dtype=np.int64)
-    n = tiles.shape[0]
-    acts = tiles.reshape(n, g, cg, -1)
+    tiles = record.input_nonzeros_per_tile
+    n, _c, rows, cols = tiles.shape
+    used_rows = math.ceil(record.h / math.ceil(record.h / rows))
+    used_cols = math.ceil(record.w / math.ceil(record.w / cols))
+    acts = tiles.reshape(n, g, cg, rows, cols)[..., :used_rows, :used_cols]
     kg = record.k // g
     tile_out = math.ceil(record.p / spec.pe_rows) * math.ceil(record.q / spec.pe_cols)
     halo_tile = (math.ceil(record.p / spec.pe_rows) + record.r - 1) * (
@@ -87,6 +97,77 @@ def _grouped_counts(record: LayerRecord, spec: ScnnSpec) -> tuple[np.ndarray, np
     weights = np.zeros((g, groups * kc, cg), dtype=np.int64)
     weights[:, :kg] = np.asarray(record.weight_nonzeros_per_kc, dtype=np.int64).reshape(g, kg, cg)
     return acts, weights.reshape(g, groups, kc, cg).sum(axis=2), kc
+
+
+# Below EXACT_FP32 (fp32) and EXACT_FP64 every partial sum of a product of non-negative integer
+# matrices is an exactly representable integer: BLAS is exact in any summation order.
+EXACT_FP64 = 2**53
+MATMUL_CHUNK_ELEMENTS = 1 << 22  # operand/result entries per matmul (bounds the memory)
+
+
+def pe_work(
+    acts: np.ndarray, weights: np.ndarray, act_lanes: int, weight_lanes: int
+) -> dict[str, int]:
+    """Exact integer totals of SCNN's Cartesian-product work (see the module docstring).
+
+    ``acts`` [N, G, Cg, *tiles]: nonzero activations per image, group, input channel and PE
+    tile (any tile layout: the tiles are flattened; a strided view is fine);
+    ``weights`` [G, KG, Cg]: nonzero weights per output-channel group and input channel;
+    a PE multiplies ceil(a / act_lanes) activation vectors by ceil(w / weight_lanes) weight
+    vectors. Returns ``barrier`` (sum over images and output-channel groups of the slowest
+    PE's vector products), ``busy`` (vector products over all PEs), ``products`` (sum of
+    a * w), ``vector_weights`` (sum of ceil(a / act_lanes) * w) and ``activations`` (sum of a).
+
+    The per-PE sums over input channels are one batched matmul per chunk of images (bounded
+    memory however many were captured), in fp32 when no entry or partial sum can reach 2**24
+    and in fp64 below 2**53: integers there are exact in any summation order, and so is
+    ceil(a / lanes) computed as a float division (a is far below the bound).
+    """
+    n, g, cg = acts.shape[:3]
+    t = math.prod(acts.shape[3:])
+    kg = weights.shape[1]
+    weight_vectors = -(-weights.astype(np.int64) // weight_lanes)  # [G, KG, Cg]
+    largest_act = int(acts.max(initial=0))
+    bound = cg * -(-largest_act // act_lanes) * int(weight_vectors.max(initial=0))
+    if max(bound, largest_act) < EXACT_FP32 and exact_fp32_matmul():
+        dtype = np.float32
+    elif max(bound, largest_act) < EXACT_FP64:
+        dtype = np.float64
+    else:
+        raise HardwareError(
+            f"SCNN tile counts too large for exact arithmetic ({largest_act} nonzeros in a "
+            "tile): capture with a finer tile grid"
+        )
+    rhs = torch.from_numpy(weight_vectors.astype(dtype)).transpose(1, 2)  # [G, Cg, KG] view
+    chunk = max(1, MATMUL_CHUNK_ELEMENTS // (g * t * max(cg, kg)))
+    per_channel_acts = torch.zeros(g, cg, dtype=torch.float64)
+    per_channel_vectors = torch.zeros(g, cg, dtype=torch.float64)
+    barrier = 0.0
+    for start in range(0, n, chunk):
+        part = acts[start : start + chunk]
+        images = part.shape[0]
+        # one contiguous copy [n', G, Cg, T] in the matmul's dtype
+        vectors = torch.from_numpy(part.astype(dtype).reshape(images, g, cg, t))
+        # sums over images are exact in fp32 below 2**24, then over tiles in fp64
+        over_images = torch.float32 if images * largest_act < EXACT_FP32 else torch.float64
+        per_channel_acts += vectors.sum(0, dtype=over_images).sum(-1, dtype=torch.float64)
+        vectors.div_(act_lanes).ceil_()  # activation vectors per PE
+        per_channel_vectors += vectors.sum(0, dtype=over_images).sum(-1, dtype=torch.float64)
+        # cycles[n'G, t, k] = sum over c: the activations enter transposed (a view), the
+        # weights broadcast over images (copied only for grouped layers)
+        lhs = vectors.view(images * g, cg, t).transpose(1, 2)
+        cycles = torch.bmm(lhs, rhs.expand(images, g, cg, kg).reshape(images * g, cg, kg))
+        barrier += float(cycles.amax(1).sum(dtype=torch.float64))
+    acts_per_channel = per_channel_acts.numpy().astype(np.int64)  # [G, Cg]
+    vectors_per_channel = per_channel_vectors.numpy().astype(np.int64)
+    weights_per_channel = weights.sum(axis=1, dtype=np.int64)  # [G, Cg]
+    return {
+        "barrier": int(barrier),
+        "busy": int((vectors_per_channel * weight_vectors.sum(axis=1)).sum()),
+        "products": int((acts_per_channel * weights_per_channel).sum()),
+        "vector_weights": int((vectors_per_channel * weights_per_channel).sum()),
+        "activations": int(acts_per_channel.sum()),
+    }
 
 
 def _dram_and_buffers(
@@ -124,13 +205,13 @@ def simulate_scnn(record: LayerRecord, arch: ArchSpec, table: EnergyTable) -> La
     # Strided layers: activations and weights are split by stride phase, and only matching
     # phases multiply (an even split is assumed; the record has no per-phase counts).
     phases = record.stride[0] * record.stride[1]
-    act_vectors = -(-acts // (i * phases))  # [N, G, Cg, T], per phase
-    weight_vectors = -(-weights // (f * phases))  # [G, KG, Cg], per phase
-    # cycles of every PE on every (image, output group): sum over input channels and phases
-    pe_cycles = phases * np.einsum("ngct,gkc->ngkt", act_vectors, weight_vectors, optimize=True)
-    array_cycles = float(pe_cycles.max(axis=-1).sum())  # barrier per output-channel group
-    busy_cycles = float(pe_cycles.sum())
-    products = float(np.einsum("ngct,gkc->", acts, weights, optimize=True)) / phases
+    # cycles of every PE on every (image, output group) are the sum over input channels and
+    # phases of ceil(a / I) * ceil(w / F); the barrier per output-channel group keeps the
+    # slowest PE's
+    work = pe_work(acts, weights, i * phases, f * phases)
+    array_cycles = float(phases * work["barrier"])
+    busy_cycles = float(phases * work["busy"])
+    products = float(work["products"]) / phases
     pes = spec.pe_rows * spec.pe_cols
 
     excess = expected_max_bank_load(f * i, spec.accumulator_banks) - 1.0
@@ -148,9 +229,9 @@ def simulate_scnn(record: LayerRecord, arch: ArchSpec, table: EnergyTable) -> La
         Action("mac", "mult", products, widths.weight_bits, widths.input_bits, widths.is_float),
         Action("mac", "add", products, widths.accumulator_bits, 0, widths.is_float),
         # activations: each nonzero read once per output-channel group (stationary in the PE)
-        storage("iaram", "sram", "read", float(acts.sum()) * weights.shape[1] * (widths.input_bits + run), spec.iaram_bytes),
+        storage("iaram", "sram", "read", float(work["activations"]) * weights.shape[1] * (widths.input_bits + run), spec.iaram_bytes),
         # weights: every PE reads each weight vector once per activation vector it meets
-        storage("weight_fifo", "sram", "read", float(np.einsum("ngct,gkc->", act_vectors, weights)) * (widths.weight_bits + run), spec.weight_fifo_bytes),
+        storage("weight_fifo", "sram", "read", float(work["vector_weights"]) * (widths.weight_bits + run), spec.weight_fifo_bytes),
         # scatter: read-modify-write of an accumulator entry per product
         storage("accumulators", "sram", "read", products * widths.accumulator_bits, bank_bytes),
         storage("accumulators", "sram", "write", products * widths.accumulator_bits, bank_bytes),

@@ -66,7 +66,8 @@ class LayerSummary:
         )
 
     def to_json(self) -> dict[str, Any]:
-        row = dataclasses.asdict(self)
+        # shallow (asdict deep-copies): every field is a scalar but the breakdown, copied here
+        row = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         row["energy_by_component_uj_per_inference"] = dict(
             self.energy_by_component_uj_per_inference
         )

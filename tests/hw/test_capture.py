@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import torch
 from torch import nn
 
 from codesign.errors import HardwareError
+from codesign.hw import nonzeros
 from codesign.hw.capture import capture, is_2of4_compliant
 
 
@@ -40,6 +42,8 @@ def brute_force_effectual(
         (4, 4, 3, 1, 0, 2),
         (4, 4, 1, 2, 0, 4),
         (2, 3, 5, 2, 2, 1),
+        (4, 6, 1, 1, 0, 1),  # 1x1, stride 1: counted from the tile sums
+        (4, 4, 1, 1, 0, 2),
     ],
 )
 def test_effectual_macs_match_brute_force(
@@ -59,6 +63,76 @@ def test_effectual_macs_match_brute_force(
     assert record.input_nonzeros == int(torch.count_nonzero(x))
     assert record.weight_nonzeros == int(torch.count_nonzero(conv.weight))
     assert record.input_nonzeros_per_tile.sum() == record.input_nonzeros
+
+
+def tile_counts_by_loop(x: torch.Tensor, rows: int, cols: int) -> np.ndarray:
+    """[N, C, rows, cols] nonzeros per planar tile, tile by tile (the last may be partial or
+    empty)."""
+    n, c, h, w = x.shape
+    tile_h, tile_w = math.ceil(h / rows), math.ceil(w / cols)
+    counts = np.zeros((n, c, rows, cols), dtype=np.int64)
+    for i, j in itertools.product(range(rows), range(cols)):
+        tile = x[:, :, i * tile_h : (i + 1) * tile_h, j * tile_w : (j + 1) * tile_w]
+        counts[:, :, i, j] = (tile != 0).sum((2, 3)).numpy()
+    return counts
+
+
+@pytest.mark.parametrize(
+    "size,grid",
+    [
+        ((16, 16), (8, 8)),  # tiles of 2x2: one matmul
+        ((32, 24), (8, 8)),  # 4x3: rows summed first
+        ((7, 7), (8, 8)),  # one pixel per tile, the last row and column empty
+        ((8, 8), (8, 8)),  # one pixel per tile, exactly
+        ((31, 29), (8, 8)),  # partial last tiles
+        ((9, 20), (3, 5)),
+        ((5, 13), (4, 2)),  # partial rows with empty ones, wide tiles
+    ],
+)
+def test_tile_counts_match_a_loop_over_tiles(size, grid):
+    torch.manual_seed(3)
+    x = torch.relu(torch.randn(2, 3, *size))
+    conv = nn.Conv2d(3, 2, 1)
+    record = capture(conv, lambda m: m(x), tile_grid=grid)[0]
+    assert record.input_nonzeros_per_tile.dtype == np.int32
+    np.testing.assert_array_equal(record.input_nonzeros_per_tile, tile_counts_by_loop(x, *grid))
+
+
+# 300 elements: one image per slice; one spare batch: the host buffer grows twice
+@pytest.mark.parametrize("slice_elements,spare", [(1 << 20, 8), (300, 1)])
+def test_conv_batches_accumulate_like_one_batch(slice_elements, spare, monkeypatch):
+    monkeypatch.setattr(nonzeros, "CPU_SLICE_ELEMENTS", slice_elements)
+    monkeypatch.setattr(nonzeros, "SPARE_BATCHES", spare)
+    torch.manual_seed(4)
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 1))
+    xs = [torch.randn(2, 3, 9, 9) for _ in range(3)]
+    batched = capture(conv, lambda m: [m(x) for x in xs])
+    monkeypatch.setattr(nonzeros, "CPU_SLICE_ELEMENTS", 1 << 20)
+    whole = capture(conv, lambda m: m(torch.cat(xs)))
+    for a, b in zip(batched, whole, strict=True):
+        assert (a.n, a.dense_macs, a.input_nonzeros, a.effectual_macs, a.input_signed) == (
+            b.n,
+            b.dense_macs,
+            b.input_nonzeros,
+            b.effectual_macs,
+            b.input_signed,
+        )
+        np.testing.assert_array_equal(a.input_nonzeros_per_tile, b.input_nonzeros_per_tile)
+
+
+@pytest.mark.parametrize("on_host", [True, False])
+def test_tile_store_keeps_images_in_order_with_empty_tiles_zero(on_host, monkeypatch):
+    monkeypatch.setattr(nonzeros, "SPARE_BATCHES", 1)  # the host buffer grows on every add
+    torch.manual_seed(5)
+    store = nonzeros.TileStore((3, 4), channels=2, on_host=on_host)
+    pieces = [torch.randint(1, 9, (n, 2, 2, 3)).float() for n in (2, 1, 3)]
+    for piece in pieces:
+        store.add(piece)
+    array = store.array()
+    expected = np.zeros((6, 2, 3, 4), dtype=np.int32)
+    expected[:, :, :2, :3] = torch.cat(pieces).numpy()
+    assert array.dtype == np.int32 and not array.flags.writeable
+    np.testing.assert_array_equal(array, expected)
 
 
 def test_linear_record_and_batches_accumulate():

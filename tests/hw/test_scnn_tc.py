@@ -9,10 +9,13 @@ import pytest
 import torch
 from torch import nn
 
+from codesign.errors import HardwareError
+from codesign.hw import scnn
 from codesign.hw.arch import ArchSpec, ScnnSpec, TensorCoreSpec
 from codesign.hw.capture import capture
 from codesign.hw.energy import horowitz45
-from codesign.hw.scnn import expected_max_bank_load, simulate_dcnn, simulate_scnn
+from codesign.hw.nonzeros import exact_fp32_matmul
+from codesign.hw.scnn import expected_max_bank_load, pe_work, simulate_dcnn, simulate_scnn
 from codesign.hw.sparse_tc import simulate_tensor_core
 
 SPEC = ScnnSpec(pe_rows=2, pe_cols=2, kc=2, accumulator_bytes=1 << 20)
@@ -54,6 +57,59 @@ def test_scnn_products_and_cycles_match_a_brute_force_loop():
     assert cost.compute_cycles == pytest.approx(
         cycles * (1 + conflict) + cost.details["halo_cycles"]
     )
+
+
+def pe_work_by_einsum(acts, weights, act_lanes, weight_lanes):
+    """The same totals in int64 with numpy's einsum: the slow, obviously exact reference."""
+    act_vectors = -(-acts.astype(np.int64) // act_lanes)
+    weight_vectors = -(-weights // weight_lanes)
+    per_pe = np.einsum("ngct,gkc->ngkt", act_vectors, weight_vectors)
+    return {
+        "barrier": int(per_pe.max(axis=-1).sum()),
+        "busy": int(per_pe.sum()),
+        "products": int(np.einsum("ngct,gkc->", acts.astype(np.int64), weights)),
+        "vector_weights": int(np.einsum("ngct,gkc->", act_vectors, weights)),
+        "activations": int(acts.sum()),
+    }
+
+
+@pytest.mark.parametrize("groups,chunk", [(1, 1 << 22), (1, 64), (3, 64)])
+def test_pe_work_matches_an_int64_einsum(groups, chunk, monkeypatch):
+    # a small chunk makes the images go through the matmul a few at a time
+    monkeypatch.setattr(scnn, "MATMUL_CHUNK_ELEMENTS", chunk)
+    rng = np.random.default_rng(0)
+    acts = rng.integers(0, 40, size=(5, groups, 6, 4)).astype(np.int32)
+    weights = rng.integers(0, 30, size=(groups, 3, 6))
+    assert pe_work(acts, weights, 4, 8) == pe_work_by_einsum(acts, weights, 4, 8)
+    # tiles as a strided [rows, cols] view, as the simulator passes them
+    grid = np.zeros((5, groups, 6, 3, 3), dtype=np.int32)
+    grid[..., :2, :2] = acts.reshape(5, groups, 6, 2, 2)
+    assert pe_work(grid[..., :2, :2], weights, 4, 8) == pe_work_by_einsum(acts, weights, 4, 8)
+
+
+def test_pe_work_stays_exact_when_fp32_matmuls_may_round():
+    rng = np.random.default_rng(2)
+    acts = rng.integers(0, 300, size=(3, 1, 16, 4)).astype(np.int32)
+    weights = rng.integers(0, 300, size=(1, 2, 16))
+    before = torch.get_float32_matmul_precision()
+    assert exact_fp32_matmul()
+    torch.set_float32_matmul_precision("medium")  # bf16 operands allowed: fp64 must take over
+    try:
+        assert not exact_fp32_matmul()
+        assert pe_work(acts, weights, 1, 1) == pe_work_by_einsum(acts, weights, 1, 1)
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def test_pe_work_stays_exact_beyond_fp32_and_refuses_beyond_fp64():
+    rng = np.random.default_rng(1)
+    # partial sums up to ~2**26: past fp32's exact integers, so fp64 must take over
+    acts = rng.integers(2**20, 2**21, size=(2, 1, 8, 3)).astype(np.int32)
+    weights = rng.integers(0, 9, size=(1, 2, 8))
+    assert pe_work(acts, weights, 1, 1) == pe_work_by_einsum(acts, weights, 1, 1)
+    huge = np.full((1, 1, 2**12, 1), 2**31 - 1, dtype=np.int64)
+    with pytest.raises(HardwareError, match="exact"):
+        pe_work(huge, np.full((1, 1, 2**12), 2**20), 1, 1)
 
 
 def test_expected_max_bank_load_known_values():
