@@ -69,10 +69,24 @@ def check_bits(bits: int, what: str) -> int:
     """Validate an integer bit width (2..8) and return it."""
     if isinstance(bits, bool) or not isinstance(bits, int) or bits not in SUPPORTED_BITS:
         raise ConfigError(
-            f"unsupported {what} bit width {bits!r}: use an integer from 2 to 8 "
+            f"unsupported {what + ' ' if what else ''}bit width {bits!r}: use an integer from 2 to 8 "
             "(INT8 and INT4 are the first-class widths)"
         )
     return bits
+
+
+def check_sparsity_text(text: str | None) -> None:
+    """Raise ConfigError unless ``text`` is "dense", an N:M pattern or a fraction in [0, 1):
+    checked when a spec is made, so a bad level fails before any model is pruned."""
+    if text is None:
+        return
+    from codesign.errors import SparsityError
+    from codesign.sparsity.masks import parse_pattern  # torch: imported when a spec is made
+
+    try:
+        parse_pattern(text)
+    except SparsityError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +101,7 @@ class LayerOverride:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        check_sparsity_text(self.sparsity)
 
 
 def resolve_overrides(
@@ -108,7 +123,7 @@ def resolve_overrides(
             close = fnmatch.filter(layer_names, f"*{override.pattern.strip('*')}*")[:5]
             hint = f"; close names: {', '.join(close)}" if close else ""
             raise ConfigError(
-                f"layer pattern {override.pattern!r} matches no layer "
+                f"layer pattern {override.pattern!r} matches no layer: fix or remove it "
                 f"(layers are named like {', '.join(layer_names[:4])}, ...{hint})"
             )
         for name in matched:
@@ -184,6 +199,7 @@ class SparsitySpec:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        check_sparsity_text(self.sparsity)
         if self.prune_start >= self.prune_end:
             raise ConfigError(
                 "sparsity.prune_start must come before prune_end (fractions of the "

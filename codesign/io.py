@@ -231,7 +231,11 @@ def _safe_load(data: bytes, what: str, remedy: str) -> Any:
     file is and what to do; ``what`` names it ("checkpoint x.pt"), ``remedy`` ends damage
     messages."""
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # A foreign pickle protocol draws a multi-line warning before the refusal: the
+            # error below is the one line a user needs.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # PyTorch's own message advises weights_only=False, i.e. running the file's code:
         # never repeat that. Name what was refused and how to convert it safely instead.

@@ -45,6 +45,7 @@ from codesign.config import (
     QuantSpec,
     SparsitySpec,
     TrainSpec,
+    check_sparsity_text,
     from_dict,
     load_toml,
     to_dict,
@@ -197,6 +198,8 @@ class SearchSpec:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        for level in self.sparsity:
+            check_sparsity_text(level)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from codesign.cli.common import finish, load_data
+from codesign.cli.common import finish, load_data_for
 from codesign.resources import resolve_named_file
 
 
@@ -26,7 +26,7 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
     energy_path = None if args.energy is None else resolve_named_file(args.energy, "energy")
     energy = load_energy_table(energy_path)
     model, _, _ = load_model(args.checkpoint, args.model)
-    dataset = load_data(args)
+    dataset = load_data_for(args, model)
     images, captured = dataset.capture_set(args.samples)
     records = capture(model, make_forward_loop(images, 64))
     costs = simulate(records, arch, energy)

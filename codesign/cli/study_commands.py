@@ -56,10 +56,12 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.recipe import load_recipe
     from codesign.study import open_study, run_recipe, run_study
-    from codesign.study.search import run_search
+    from codesign.study.search import check_search, run_search
 
     recipe = load_recipe(resolve_recipe(args.recipe), data_override=args.data)
     study = open_study(recipe, args.out, progress=not args.quiet)
+    # open_study checked a [search] table; this checks the defaults a recipe without one gets.
+    check_search(recipe, study.float_model, [d.name for d in study.datapaths])
     scored = run_study(study, force=args.force)
     search = run_search(
         study,
