@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from codesign.cli import demo_checkpoint, main
 
@@ -137,7 +138,7 @@ def _npz(path: Path, **changes: Any) -> str:
 def make_bad_inputs(root: Path) -> dict[str, list[str]]:
     """Bad checkpoints, data specs, hardware files and output paths, by kind."""
     from codesign.config import QuantSpec, SparsitySpec
-    from codesign.io import save_checkpoint
+    from codesign.io import read_checkpoint, save_checkpoint
     from codesign.models import create_model
     from codesign.pipeline import load_model, model_kwargs_for, save_model
     from codesign.quant import quantize_
@@ -170,6 +171,25 @@ def make_bad_inputs(root: Path) -> dict[str, list[str]]:
         model_name="resnet8",
         extra={"model_kwargs": {"in_channels": 1, "num_classes": 4}},
     )
+    # Codesign checkpoints whose header or tensors were damaged or made by hand.
+    raw = read_checkpoint(good)
+    state = dict(raw["state_dict"])
+    state["conv1.weight"] = state["conv1.weight"].clone()
+    state["conv1.weight"][0, 0, 0, 0] = float("nan")
+    crafted = {
+        "recipe-not-json": {**raw, "recipe_json": "{not json"},
+        "recipe-a-list": {**raw, "recipe_json": "[1, 2]"},
+        "no-state-dict": {k: v for k, v in raw.items() if k != "state_dict"},
+        "model-a-number": {**raw, "model": 5},
+        "negative-classes": {**raw, "extra_json": '{"model_kwargs": {"num_classes": -1}}'},
+        "recipe-bits-99": {**raw, "recipe_json": '{"quant": {"weight_bits": 99}}'},
+        "nan-weight": {**raw, "state_dict": state},
+        "a-tensor": torch.zeros(3),
+        "no-tensors": {"a": "b"},
+    }
+    for stem, obj in crafted.items():
+        torch.save(obj, root / f"{stem}.pt")
+        files["checkpoint"].append(str(root / f"{stem}.pt"))
     model, name, _ = load_model(good)
     quantize_(model, QuantSpec(weight_bits=8, act_bits=8))
     save_model(

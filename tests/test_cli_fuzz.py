@@ -244,3 +244,28 @@ def test_fuzzed_bad_commands_exit_2_with_one_line_before_any_work(
     with capsys.disabled():
         print(f"\nfuzzed command lines: {len(seen)} tried, {len(seen)} refused with one line")
     assert len(seen) >= 20
+
+
+def test_every_bad_file_is_refused_with_one_line(
+    bad_inputs, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each bad checkpoint, data set and hardware file once (no sampling): the figure of
+    corrupt or unfit files detected before any work."""
+    files, root = bad_inputs
+    stop_heavy_work(monkeypatch)
+    checkpoint = ["--checkpoint", str(demo_checkpoint())]
+    cases = [["eval", "--checkpoint", c] for c in files["checkpoint"]]
+    cases += [
+        ["ptq", "--checkpoint", c, "--weight-bits", "8", "--act-bits", "8"]
+        for c in files["quantized"]
+    ]
+    cases += [["prune", "--checkpoint", c, "--sparsity", "2:4"] for c in files["pruned"]]
+    cases += [["eval", *checkpoint, "--data", d] for d in files["data"] + files["data-not-digits"]]
+    cases += [["simulate", *checkpoint, "--arch", a] for a in files["arch"]]
+    cases += [["simulate", *checkpoint, "--arch", "scnn", "--energy", a] for a in files["arch"]]
+    for case in cases:
+        out = fresh_out(root)
+        check_bad_case([*case, "--quiet", "--out", str(out)], out, capsys)
+    with capsys.disabled():
+        print(f"\nbad files: {len(cases)} refused with one line before any work")
+    assert len(cases) >= 50

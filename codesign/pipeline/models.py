@@ -36,12 +36,13 @@ def load_model(
     kwargs = {**inferred_kwargs, **model_kwargs} if name == inferred else dict(model_kwargs)
     model = create_model(name, **kwargs)
     _, recipe, _ = checkpoint_meta(raw)
+    where = f"checkpoint {checkpoint}: recipe"
     if "sparsity" in recipe:
         from codesign.sparsity import prune_
 
-        prune_(model, SparsitySpec.from_dict(recipe["sparsity"]))
+        prune_(model, SparsitySpec.from_dict(recipe["sparsity"], f"{where}.sparsity"))
     if "quant" in recipe:
-        quantize_(model, QuantSpec.from_dict(recipe["quant"]))
+        quantize_(model, QuantSpec.from_dict(recipe["quant"], f"{where}.quant"))
     load_state_into(model, extract_state_dict(raw), str(checkpoint))
     model.eval()
     return model, name, recipe
