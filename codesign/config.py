@@ -35,10 +35,12 @@ __all__ = [
     "DEFAULT_FINETUNE",
     "DEFAULT_QAT",
     "DEFAULT_VALIDATION_FRACTION",
+    "MAX_SEED",
     "PRUNE_METHODS",
     "PTQ_METHODS",
     "LayerOverride",
     "QuantSpec",
+    "Seed",
     "SparsitySpec",
     "TrainSpec",
     "check_bits",
@@ -60,6 +62,10 @@ DEFAULT_CALIB_SAMPLES = 512
 # Share of the training split held out as the validation split (``--validation-fraction``,
 # ``[data] validation_fraction``): what the search and any model selection read.
 DEFAULT_VALIDATION_FRACTION = 0.1
+
+# torch.manual_seed takes an unsigned 64-bit seed; a larger one fails mid-run.
+MAX_SEED = 2**64 - 1
+Seed = Annotated[int, between(0, MAX_SEED, "from 0 to 2**64 - 1")]
 
 SUPPORTED_BITS = range(2, 9)
 Bits = Annotated[int, Check(lambda bits: bits in SUPPORTED_BITS, "from 2 to 8")]
@@ -234,7 +240,7 @@ class TrainSpec:
     momentum: Annotated[float, Check(lambda m: 0.0 < m < 1.0, "in (0, 1)")] = 0.9
     weight_decay: NonNegativeFloat = 5e-4
     batch_size: PositiveInt = 128
-    seed: Count = 0
+    seed: Seed = 0
     distill_temperature: NonNegativeFloat = 0.0  # 0: no distillation
     distill_weight: Annotated[float, between(0.0, 1.0, "in [0, 1]")] = 0.9
     freeze_bn_epoch: Annotated[int, at_least(-1)] = -1

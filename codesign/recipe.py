@@ -43,6 +43,7 @@ from codesign.config import (
     DEFAULT_VALIDATION_FRACTION,
     PruneMethod,
     QuantSpec,
+    Seed,
     SparsitySpec,
     TrainSpec,
     check_sparsity_text,
@@ -116,7 +117,7 @@ class DataSpec:
     validation_fraction: Annotated[float, Check(lambda f: 0.0 < f < 1.0, "in (0, 1)")] = (
         DEFAULT_VALIDATION_FRACTION
     )
-    subset_seed: Count = 0
+    subset_seed: Seed = 0
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -212,7 +213,7 @@ class Recipe:
     data: DataSpec
     hardware: HardwareSpec
     variants: tuple[VariantSpec, ...]
-    seed: Count = 0
+    seed: Seed = 0
     train: TrainSpec | None = dataclasses.field(default=None, metadata={"defaults": TRAIN_DEFAULTS})
     search: SearchSpec | None = None
     schema_version: int = SCHEMA_VERSION

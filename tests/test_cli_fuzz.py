@@ -80,6 +80,8 @@ def bad_float(ok) -> st.SearchStrategy[str]:
     )
 
 
+# Negative, not an integer, or past the 64 bits torch.manual_seed takes.
+bad_seeds = st.one_of(bad_int(0), st.integers(min_value=2**64).map(str))
 bit_widths = st.one_of(
     st.integers().filter(lambda b: not 2 <= b <= 8).map(str), words.filter(_not_int)
 )
@@ -151,7 +153,7 @@ def bad_command(draw, files: dict[str, list[str]], root: Path) -> tuple[list[str
             )
         )
     elif kind == "seed":
-        flags[draw(st.sampled_from(["--seed", "--subset-seed"]))] = draw(bad_int(0))
+        flags[draw(st.sampled_from(["--seed", "--subset-seed"]))] = draw(bad_seeds)
     elif kind == "checkpoint":
         flags["--checkpoint"] = draw(st.sampled_from(files["checkpoint"]))
     elif kind == "quantized":

@@ -107,10 +107,11 @@ def bad_recipe(draw, files: dict[str, list[str]]) -> tuple[str, dict[str, Any] |
         bad = files["data"] + ([] if "train" in recipe else files["data-not-digits"])
         recipe["data"]["source"] = draw(st.one_of(st.sampled_from(bad), words))
     elif kind == "seed":
+        bad_seed = st.one_of(not_a_count, st.integers(min_value=2**64))
         if draw(st.booleans()):
-            recipe["seed"] = draw(not_a_count)
+            recipe["seed"] = draw(bad_seed)
         else:
-            recipe["data"]["subset_seed"] = draw(not_a_count)
+            recipe["data"]["subset_seed"] = draw(bad_seed)
     elif kind == "archs":
         recipe["hardware"]["archs"] = draw(
             st.one_of(

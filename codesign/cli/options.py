@@ -41,14 +41,18 @@ def positive_int(text: str) -> int:
     return value
 
 
-def count(text: str) -> int:
-    """An argparse type: an integer >= 0 (seeds)."""
+def seed(text: str) -> int:
+    """An argparse type: a seed, an integer from 0 to 2**64 - 1 (what torch takes)."""
+    from codesign.config import MAX_SEED
+
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"expected a seed, an integer from 0 to 2**64 - 1, got {text!r}"
+        )
     return value
 
 
@@ -114,7 +118,7 @@ def add_common(parser: argparse.ArgumentParser, checkpoint: bool = True) -> None
     )
     parser.add_argument(
         "--seed",
-        type=count,
+        type=seed,
         default=0,
         help="seed of training and fine-tuning: data order, augmentation (default: %(default)s)",
     )
@@ -130,7 +134,7 @@ def add_common(parser: argparse.ArgumentParser, checkpoint: bool = True) -> None
     )
     parser.add_argument(
         "--subset-seed",
-        type=count,
+        type=seed,
         default=0,
         help="seed of the validation split and of every calibration/capture subset "
         "(default: %(default)s)",
