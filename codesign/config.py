@@ -35,10 +35,12 @@ __all__ = [
     "DEFAULT_FINETUNE",
     "DEFAULT_QAT",
     "DEFAULT_VALIDATION_FRACTION",
+    "MAX_SEED",
     "PRUNE_METHODS",
     "PTQ_METHODS",
     "LayerOverride",
     "QuantSpec",
+    "Seed",
     "SparsitySpec",
     "TrainSpec",
     "check_bits",
@@ -61,6 +63,10 @@ DEFAULT_CALIB_SAMPLES = 512
 # ``[data] validation_fraction``): what the search and any model selection read.
 DEFAULT_VALIDATION_FRACTION = 0.1
 
+# torch.manual_seed takes an unsigned 64-bit seed; a larger one fails mid-run.
+MAX_SEED = 2**64 - 1
+Seed = Annotated[int, between(0, MAX_SEED, "from 0 to 2**64 - 1")]
+
 SUPPORTED_BITS = range(2, 9)
 Bits = Annotated[int, Check(lambda bits: bits in SUPPORTED_BITS, "from 2 to 8")]
 ResidualBits = Annotated[
@@ -72,10 +78,24 @@ def check_bits(bits: int, what: str) -> int:
     """Validate an integer bit width (2..8) and return it."""
     if isinstance(bits, bool) or not isinstance(bits, int) or bits not in SUPPORTED_BITS:
         raise ConfigError(
-            f"unsupported {what} bit width {bits!r}: use an integer from 2 to 8 "
+            f"unsupported {what + ' ' if what else ''}bit width {bits!r}: use an integer from 2 to 8 "
             "(INT8 and INT4 are the first-class widths)"
         )
     return bits
+
+
+def check_sparsity_text(text: str | None) -> None:
+    """Raise ConfigError unless ``text`` is "dense", an N:M pattern or a fraction in [0, 1):
+    checked when a spec is made, so a bad level fails before any model is pruned."""
+    if text is None:
+        return
+    from codesign.errors import SparsityError
+    from codesign.sparsity.masks import parse_pattern  # torch: imported when a spec is made
+
+    try:
+        parse_pattern(text)
+    except SparsityError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +110,7 @@ class LayerOverride:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        check_sparsity_text(self.sparsity)
 
 
 def resolve_overrides(
@@ -111,7 +132,7 @@ def resolve_overrides(
             close = fnmatch.filter(layer_names, f"*{override.pattern.strip('*')}*")[:5]
             hint = f"; close names: {', '.join(close)}" if close else ""
             raise ConfigError(
-                f"layer pattern {override.pattern!r} matches no layer "
+                f"layer pattern {override.pattern!r} matches no layer: fix or remove it "
                 f"(layers are named like {', '.join(layer_names[:4])}, ...{hint})"
             )
         for name in matched:
@@ -195,6 +216,7 @@ class SparsitySpec:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        check_sparsity_text(self.sparsity)
         if self.prune_start >= self.prune_end:
             raise ConfigError(
                 "sparsity.prune_start must come before prune_end (fractions of the "
@@ -229,7 +251,7 @@ class TrainSpec:
     momentum: Annotated[float, Check(lambda m: 0.0 < m < 1.0, "in (0, 1)")] = 0.9
     weight_decay: NonNegativeFloat = 5e-4
     batch_size: PositiveInt = 128
-    seed: Count = 0
+    seed: Seed = 0
     distill_temperature: NonNegativeFloat = 0.0  # 0: no distillation
     distill_weight: Annotated[float, between(0.0, 1.0, "in [0, 1]")] = 0.9
     freeze_bn_epoch: Annotated[int, at_least(-1)] = -1

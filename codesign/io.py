@@ -201,6 +201,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"checkpoint {source} holds a {type(obj).__name__}, not a dict of tensors "
             "(save the model's state_dict, not the module)"
         )
+    try:
+        checkpoint_meta(obj)  # a codesign header is checked whole before anything uses it
+    except CheckpointError as exc:
+        raise CheckpointError(f"checkpoint {source} is {exc}") from None
     return obj
 
 
@@ -231,7 +235,11 @@ def _safe_load(data: bytes, what: str, remedy: str) -> Any:
     file is and what to do; ``what`` names it ("checkpoint x.pt"), ``remedy`` ends damage
     messages."""
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # A foreign pickle protocol draws a multi-line warning before the refusal: the
+            # error below is the one line a user needs.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # PyTorch's own message advises weights_only=False, i.e. running the file's code:
         # never repeat that. Name what was refused and how to convert it safely instead.
@@ -260,10 +268,31 @@ def _damage(data: bytes) -> str:
 
 
 def checkpoint_meta(obj: dict[str, Any]) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
-    """Return (model name, recipe, extra) of a codesign checkpoint; (None, {}, {}) otherwise."""
+    """Return (model name, recipe, extra) of a codesign checkpoint; (None, {}, {}) otherwise.
+
+    Raises CheckpointError when a file that says it is a codesign checkpoint lacks an entry or
+    holds one of the wrong kind (a damaged or hand-made file): its recipe would be re-applied.
+    """
     if obj.get("format") != "codesign-checkpoint-v1":
         return None, {}, {}
-    return obj["model"], json.loads(obj["recipe_json"]), json.loads(obj["extra_json"])
+    damaged = "a damaged codesign checkpoint: rebuild it or restore it"
+    try:
+        name, recipe = obj["model"], json.loads(obj["recipe_json"])
+        extra = json.loads(obj["extra_json"])
+        state = obj["state_dict"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{damaged} ({type(exc).__name__}: {exc})") from None
+    kwargs = extra.get("model_kwargs", {}) if isinstance(extra, dict) else None
+    if not (
+        isinstance(name, str)
+        and isinstance(recipe, dict)
+        and isinstance(kwargs, dict)
+        and isinstance(state, dict)
+    ):
+        raise CheckpointError(
+            f"{damaged} (model, recipe_json, extra_json or state_dict of the wrong kind)"
+        )
+    return name, recipe, extra
 
 
 class StaleStateWarning(UserWarning):

@@ -43,8 +43,10 @@ from codesign.config import (
     DEFAULT_VALIDATION_FRACTION,
     PruneMethod,
     QuantSpec,
+    Seed,
     SparsitySpec,
     TrainSpec,
+    check_sparsity_text,
     from_dict,
     load_toml,
     to_dict,
@@ -117,7 +119,7 @@ class DataSpec:
     validation_fraction: Annotated[float, Check(lambda f: 0.0 < f < 1.0, "in (0, 1)")] = (
         DEFAULT_VALIDATION_FRACTION
     )
-    subset_seed: Count = 0
+    subset_seed: Seed = 0
     stream: bool = False
     workers: Count | None = None
 
@@ -210,6 +212,8 @@ class SearchSpec:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        for level in self.sparsity:
+            check_sparsity_text(level)
 
 
 def _is_device(text: str) -> bool:
@@ -240,10 +244,10 @@ class Recipe:
     data: DataSpec
     hardware: HardwareSpec
     variants: tuple[VariantSpec, ...]
-    seed: Count = 0
+    seed: Seed = 0
     device: Annotated[str, Check(_is_device, "(auto, cpu, cuda or cuda:N)")] = "auto"
     amp: Literal["off", "bf16"] = "off"
-    seeds: Annotated[tuple[Count, ...], NOT_EMPTY] | None = None
+    seeds: Annotated[tuple[Seed, ...], NOT_EMPTY] | None = None
     train: TrainSpec | None = dataclasses.field(default=None, metadata={"defaults": TRAIN_DEFAULTS})
     search: SearchSpec | None = None
     schema_version: int = SCHEMA_VERSION

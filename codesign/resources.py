@@ -68,8 +68,8 @@ def resolve_named_file(value: str, kind: str) -> Path:
     if not _NAME.fullmatch(name):
         # Looks like a path (or is empty): say so rather than search the bundled folder.
         raise ConfigError(
-            f"no {kind} file {value!r} (bundled {kind}s are named without a path: "
-            f"{_available(kind)})"
+            f"no {kind} file {value!r}: give the path of an existing .toml file, or a bundled "
+            f"{kind} by name without a path: {_available(kind)}"
         )
     named = bundled_dir(RECIPES_PACKAGE, KIND_DIRS[kind]) / f"{name}.toml"
     if named.is_file():
@@ -90,12 +90,13 @@ def bundled_checkpoint(stem: str) -> Path:
     if not _NAME.fullmatch(stem):
         raise ConfigError(
             f"bundled checkpoint {stem!r} is not a plain name (no path, no leading dot): "
-            f"bundled ones are {_available('checkpoint')}"
+            f"use one of {_available('checkpoint')}, or give a checkpoint's path"
         )
     path = bundled_dir(CHECKPOINTS_PACKAGE) / f"{stem}.pt"
     if not path.is_file():
         raise ConfigError(
-            f"no bundled checkpoint {stem!r}: bundled ones are {_available('checkpoint')}"
+            f"no bundled checkpoint {stem!r}: use one of {_available('checkpoint')}, or give "
+            "a checkpoint's path"
         )
     return path
 

@@ -278,4 +278,4 @@ def load_toml(path: str | Path, error: Error = ConfigError) -> dict[str, Any]:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         reason = " ".join(str(exc).split())
-        raise error(f"{source} is not valid TOML: {reason}") from None
+        raise error(f"{source} is not valid TOML: {reason}; fix it there") from None

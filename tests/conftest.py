@@ -1,8 +1,24 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
+
+# Hypothesis profiles (choose with HYPOTHESIS_PROFILE): "ci", the default, draws the same
+# cases on every run (derandomize) and stores nothing; "thorough" draws new ones each run.
+# No deadline: a case's time depends on the machine's load, not on the code under test.
+settings.register_profile(
+    "ci",
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("thorough", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 RESNET20_CHECKPOINT = SHARED / "checkpoints" / "resnet20-cifar10-idelbayev.th"

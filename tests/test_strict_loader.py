@@ -38,8 +38,18 @@ def _energy(old: str, new: str) -> str:
 
 RECIPE_CASES = [
     # wrong types (a bool is not an int, a float is not an int, a string is not an array)
-    (R + "seed = 'abc'\n" + V, r"r\.toml: seed: expected an integer >= 0, got 'abc'"),
-    (R + "seed = true\n" + V, r"r\.toml: seed: expected an integer >= 0, got true"),
+    (
+        R + "seed = 'abc'\n" + V,
+        r"r\.toml: seed: expected an integer from 0 to 2\*\*64 - 1, got 'abc'",
+    ),
+    (
+        R + "seed = true\n" + V,
+        r"r\.toml: seed: expected an integer from 0 to 2\*\*64 - 1, got true",
+    ),
+    (
+        R + "seed = 18446744073709551616\n" + V,
+        r"r\.toml: seed: .* 2\*\*64 - 1, got 18446744073709551616",
+    ),
     (R + "[data]\ncalib_samples = 1.5\n" + V, r"r\.toml: data\.calib_samples: .*>= 1, got 1\.5"),
     (R + "[data]\ndownload = 'yes'\n" + V, r"r\.toml: data\.download: expected true or false"),
     (

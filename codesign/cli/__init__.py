@@ -16,6 +16,7 @@ share one study directory.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import sys
@@ -72,7 +73,8 @@ def _first_rank() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one ``codesign`` command; the exit status: 0, 2 on a user error, 130 on Ctrl-C."""
+    """Run one ``codesign`` command; the exit status: 0, 2 on a user error or a file system
+    error (a full or read-only disk), 130 on Ctrl-C."""
     args = build_parser().parse_args(argv)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
@@ -94,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("codesign: interrupted\n")
         return 130
+    except OSError as exc:  # the disk filled up, or a file or folder became unwritable
+        sys.stderr.write(f"codesign: error: {os_error_line(exc)}\n")
+        return 2
     finally:
         if in_main_thread and previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -101,3 +106,21 @@ def main(argv: list[str] | None = None) -> int:
 
         distributed.shutdown()  # under torchrun: leave the process group the command joined
     return 0
+
+
+# What to do about the errors a file system raises while a command runs.
+_OS_ADVICE = {
+    errno.ENOSPC: "free space on that disk, or give an --out on another one, and run again",
+    errno.EDQUOT: "free space within the quota, or give an --out elsewhere, and run again",
+    errno.EROFS: "the file system is read-only: give an --out you can write to",
+    errno.EACCES: "check its permissions, or give an --out you can write to",
+    errno.EPERM: "check its permissions, or give an --out you can write to",
+}
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an ``OSError``: what failed on which file, and what to do. The file being
+    written stays as it was: every write goes to a temporary file renamed on success."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    advice = _OS_ADVICE.get(exc.errno or 0, "fix the file or folder named, and run again")
+    return f"{exc.strerror or exc}{where}: {advice}"

@@ -76,6 +76,22 @@ def with_data_options(recipe: Any, args: argparse.Namespace) -> Any:
     return dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, **changes))
 
 
+def load_data_for(args: argparse.Namespace, model: Any, steps: tuple[Any, ...] = ()) -> Any:
+    """The data of ``--data``, once the steps are known to fit ``model`` (checked first: a
+    layer pattern's typo costs no image decoding) and the model to fit the data."""
+    from codesign.pipeline.checks import (
+        check_model_fits_data,
+        check_schedules_fit,
+        check_steps_fit,
+    )
+
+    check_steps_fit(model, steps)
+    dataset = load_data(args, model)
+    check_model_fits_data(model, dataset, f"checkpoint {args.checkpoint}")
+    check_schedules_fit(steps, dataset)
+    return dataset
+
+
 def subsets(dataset: Any, info: Any = None) -> dict[str, Any]:
     """``result.json["subsets"]``: the validation split and the subsets a build drew."""
     return {"validation": dataset.validation_info.to_dict(), **(info.subsets if info else {})}

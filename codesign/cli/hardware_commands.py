@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from codesign.cli.common import finish, load_data, start_runtime
+from codesign.cli.common import finish, load_data_for, start_runtime
 from codesign.resources import resolve_named_file
 
 
@@ -28,7 +28,7 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
     energy = load_energy_table(energy_path)
     model, _, _ = load_model(args.checkpoint, args.model)
     model.to(runtime.torch_device)  # the capture's reductions run there; per-layer sums come back
-    dataset = load_data(args, model)
+    dataset = load_data_for(args, model)
     images, captured = dataset.capture_set(args.samples)
     records = capture(model, make_forward_loop(images, 64, device=runtime.torch_device))
     costs = simulate(records, arch, energy)

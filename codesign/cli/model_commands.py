@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from codesign.cli import specs
-from codesign.cli.common import finish, load_data, start_runtime, subsets
+from codesign.cli.common import finish, load_data, load_data_for, start_runtime, subsets
 from codesign.errors import ConfigError
 
 
@@ -27,7 +27,7 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     if args.integer:
         return _eval_integer(args, model, runtime)
     model.to(runtime.torch_device)
-    dataset = load_data(args, model)
+    dataset = load_data_for(args, model)
     result = evaluate(model, dataset.test)
     top1 = {"top1": float(result["top1"]), "samples": result["samples"]}
     return finish(args.out, top1, len(dataset.test), args.seed, runtime)
@@ -113,8 +113,9 @@ def cmd_ptq(args: argparse.Namespace) -> dict[str, Any]:
     runtime = start_runtime(args)
     spec = specs.quant_spec(args)
     float_model, name, recipe = load_model(args.checkpoint, args.model)
-    dataset = load_data(args, float_model)
-    model, info = _build(args, float_model, dataset, variant_steps(quant=spec), runtime)
+    steps = variant_steps(quant=spec)
+    dataset = load_data_for(args, float_model, steps)
+    model, info = _build(args, float_model, dataset, steps, runtime)
     result = {
         "fp32_top1": top1(float_model, dataset),
         "quant_top1": info.step_top1["ptq"],
@@ -135,8 +136,8 @@ def cmd_qat(args: argparse.Namespace) -> dict[str, Any]:
     spec = specs.quant_spec(args)
     train_spec = specs.qat_train_spec(args)
     float_model, name, recipe = load_model(args.checkpoint, args.model)
-    dataset = load_data(args, float_model)
     steps = variant_steps(quant=spec, qat=train_spec)
+    dataset = load_data_for(args, float_model, steps)
     model, info = _build(args, float_model, dataset, steps, runtime)
     result = {
         "fp32_top1": top1(float_model, dataset),
@@ -159,18 +160,20 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
     from codesign import distributed
     from codesign.config import TrainSpec
-    from codesign.models import create_model
+    from codesign.models import create_model, list_models
     from codesign.pipeline import model_kwargs_for, save_model, top1
     from codesign.train import train
 
     if not args.model:
         raise ConfigError("train needs --model (see list_models())")
     runtime = start_runtime(args)
+    spec = TrainSpec(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    if args.model not in list_models():
+        create_model(args.model)  # raises the unknown-name error, before the data loads
     dataset = load_data(args)
     torch.manual_seed(args.seed)
     kwargs = {"num_classes": dataset.num_classes, "in_channels": dataset.in_channels}
     model = create_model(args.model, **kwargs)
-    spec = TrainSpec(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     if runtime.is_writer:
         args.out.mkdir(parents=True, exist_ok=True)
     distributed.barrier()
@@ -209,8 +212,8 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("--schedule cubic prunes during fine-tuning: give --epochs >= 1")
     quant_spec = specs.quant_spec(args) if args.weight_bits is not None else None
     float_model, name, recipe = load_model(args.checkpoint, args.model)
-    dataset = load_data(args, float_model)
     steps = variant_steps(sparsity=spec, finetune=train_spec, quant=quant_spec)
+    dataset = load_data_for(args, float_model, steps)
     cpu_started = time.process_time()  # all threads: wall time hides contention
     model, info = _build(args, float_model, dataset, steps, runtime)
     # The one-shot model is the spec's final level at once, before any fine-tuning.

@@ -8,6 +8,7 @@ file and loads no model code.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from codesign.config import DEFAULT_CALIB_SAMPLES, DEFAULT_VALIDATION_FRACTION
@@ -91,6 +92,55 @@ def add_runtime(
     )
 
 
+def seed(text: str) -> int:
+    """An argparse type: a seed, an integer from 0 to 2**64 - 1 (what torch takes)."""
+    from codesign.config import MAX_SEED
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"expected a seed, an integer from 0 to 2**64 - 1, got {text!r}"
+        )
+    return value
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (budgets)."""
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number in (0, 1) (shares of a split)."""
+    value = _finite(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
+def percent(text: str) -> float:
+    """An argparse type: a top-1 in (0, 100] (%)."""
+    value = _finite(text)
+    if not 0.0 < value <= 100.0:
+        raise argparse.ArgumentTypeError(f"expected a top-1 in (0, 100] (%), got {text!r}")
+    return value
+
+
 def add_common(parser: argparse.ArgumentParser, checkpoint: bool = True) -> None:
     """Model, data, output and seed options of the single-step commands."""
     parser.add_argument(
@@ -130,7 +180,7 @@ def add_common(parser: argparse.ArgumentParser, checkpoint: bool = True) -> None
     )
     parser.add_argument(
         "--seed",
-        type=int,
+        type=seed,
         default=0,
         help="seed of training and fine-tuning: data order, augmentation (default: %(default)s)",
     )
@@ -139,14 +189,14 @@ def add_common(parser: argparse.ArgumentParser, checkpoint: bool = True) -> None
     )
     parser.add_argument(
         "--validation-fraction",
-        type=float,
+        type=fraction,
         default=DEFAULT_VALIDATION_FRACTION,
         help="share of the training split held out as the validation split (seeded, "
         "class-stratified; never calibrated or trained on) (default: %(default)s)",
     )
     parser.add_argument(
         "--subset-seed",
-        type=int,
+        type=seed,
         default=0,
         help="seed of the validation split and of every calibration/capture subset "
         "(default: %(default)s)",

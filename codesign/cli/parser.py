@@ -16,6 +16,8 @@ from codesign.cli.options import (
     add_runtime,
     add_stream_options,
     name_list,
+    percent,
+    positive_float,
     positive_int,
 )
 from codesign.config import DEFAULT_QAT, PRUNE_METHODS
@@ -294,13 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
     goal = p.add_mutually_exclusive_group(required=True)
     goal.add_argument(
         "--energy-budget-uj",
-        type=float,
+        type=positive_float,
         help="energy per inference budget (uJ) on the search datapath: the smallest predicted "
         "accuracy drop within it",
     )
     goal.add_argument(
         "--accuracy-floor",
-        type=float,
+        type=percent,
         help="lowest acceptable top-1 (%%): the least energy predicted to keep it",
     )
     _study_options(p, "recompute cached variants and search tables (default: reuse them)")

@@ -78,7 +78,7 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     from codesign.recipe import load_recipe
     from codesign.study import open_study, run_recipe, run_study
-    from codesign.study.search import run_search
+    from codesign.study.search import check_search, run_search
     from codesign.study.seeds import search_at_other_seeds
 
     recipe = load_recipe(resolve_recipe(args.recipe), data_override=args.data)
@@ -90,6 +90,8 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
             "without torchrun; `codesign run` builds a recipe's variants under torchrun"
         )
     study = open_study(recipe, args.out, progress=not args.quiet, runtime=runtime)
+    # open_study checked a [search] table; this checks the defaults a recipe without one gets.
+    check_search(recipe, study.float_model, [d.name for d in study.datapaths])
     scored = run_study(study, force=args.force)
     search = run_search(
         study,

@@ -44,7 +44,10 @@ def index_folder(
     try:
         folder = ImageFolder(str(root))
     except (FileNotFoundError, RuntimeError) as exc:
-        raise DataError(f"cannot read image folder {root}: {exc}") from None
+        raise DataError(
+            f"cannot read image folder {root}: {' '.join(str(exc).split())} (put each class's "
+            f"images in {root}/<class>/, as .png, .jpg or another image format)"
+        ) from None
     if classes is not None and folder.classes != classes:
         raise DataError(
             f"{root} has classes {folder.classes[:5]}... but the training split has "

@@ -123,18 +123,21 @@ def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], source: st
             parts.append(f"unexpected keys {_listing(unexpected)}")
         raise CheckpointError(
             f"checkpoint {source} does not fit {type(model).__name__}: {'; '.join(parts)} "
-            "(wrong --model for this checkpoint?)"
+            "(wrong --model for this checkpoint? give the model it was saved from, or leave "
+            "--model out for a checkpoint that names it)"
         )
     for key, tensor in expected.items():
         if tensor.shape != state[key].shape:
             raise CheckpointError(
                 f"checkpoint {source} does not fit the model: {key} has shape "
                 f"{tuple(state[key].shape)} in the checkpoint but {tuple(tensor.shape)} in the "
-                "model (wrong --model or num_classes?)"
+                "model (wrong --model or num_classes? give the ones it was saved with)"
             )
     for key, tensor in state.items():
         if not torch.isfinite(tensor).all() and tensor.is_floating_point():
-            raise CheckpointError(f"checkpoint {source}: {key} contains NaN or Inf values")
+            raise CheckpointError(
+                f"checkpoint {source}: {key} contains NaN or Inf values; restore it or rebuild it"
+            )
     model.load_state_dict(state, strict=True)
 
 

@@ -50,5 +50,9 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
         raise ModelError(f"unknown model {name!r}: {hint} (available: {', '.join(list_models())})")
     try:
         return _REGISTRY[name](**kwargs)
-    except TypeError as exc:
-        raise ModelError(f"cannot build {name}: {exc}") from None
+    except (TypeError, ValueError, RuntimeError) as exc:  # a keyword torch refuses
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(
+            f"cannot build {name} with {kwargs}: {reason}; give the settings the model was "
+            "saved with"
+        ) from None

@@ -36,16 +36,17 @@ def load_model(
     kwargs = {**inferred_kwargs, **model_kwargs} if name == inferred else dict(model_kwargs)
     model = create_model(name, **kwargs)
     _, recipe, _ = checkpoint_meta(raw)
+    where = f"checkpoint {checkpoint}: recipe"
     if "sparsity" in recipe:
         from codesign.sparsity import prune_
 
-        prune_(model, SparsitySpec.from_dict(recipe["sparsity"]))
+        prune_(model, SparsitySpec.from_dict(recipe["sparsity"], f"{where}.sparsity"))
     if "quant" in recipe:
         # A checkpoint written before residual sums and biases were quantized names neither
         # residual_bits nor quantize_bias: its model added both in float, so it is rebuilt
         # that way (its state has no scales for the sums).
         quant = {"residual_bits": 0, "quantize_bias": False, **recipe["quant"]}
-        quantize_(model, QuantSpec.from_dict(quant))
+        quantize_(model, QuantSpec.from_dict(quant, f"{where}.quant"))
     load_state_into(model, extract_state_dict(raw), str(checkpoint))
     model.eval()
     return model, name, recipe

@@ -199,18 +199,26 @@ def _prune(model: nn.Module, step: PruneStep, ctx: BuildContext, info: BuildInfo
     return model
 
 
-@register_step(FinetuneStep)
-def _finetune(
-    model: nn.Module, step: FinetuneStep, ctx: BuildContext, info: BuildInfo
-) -> nn.Module:
-    from codesign.sparsity import CubicTiming, finetune_pruned
+def cubic_timing(step: FinetuneStep) -> Any:
+    """The ``CubicTiming`` of a fine-tuning step's sparsity spec (where the ramp lies)."""
+    from codesign.sparsity import CubicTiming
 
     spec = step.sparsity
-    timing = CubicTiming(
+    return CubicTiming(
         start_fraction=spec.prune_start,
         end_fraction=spec.prune_end,
         updates_per_epoch=spec.prune_updates,
     )
+
+
+@register_step(FinetuneStep)
+def _finetune(
+    model: nn.Module, step: FinetuneStep, ctx: BuildContext, info: BuildInfo
+) -> nn.Module:
+    from codesign.sparsity import finetune_pruned
+
+    spec = step.sparsity
+    timing = cubic_timing(step)
     state = ctx.state_dir / "finetune_state.pt" if ctx.state_dir is not None else None
     history = finetune_pruned(
         model,

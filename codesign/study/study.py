@@ -14,13 +14,14 @@ from torch import nn
 
 from codesign.data import Dataset, load_dataset
 from codesign.data.datasets import stratified
-from codesign.errors import ConfigError
+from codesign.errors import CodesignError, ConfigError
 from codesign.hw import NetworkCost, load_arch, load_energy_table, simulate
 from codesign.hw.arch import ArchSpec
 from codesign.hw.energy import EnergyTable
 from codesign.hw.records import LayerRecord
 from codesign.io import sha256_of, write_json_atomic
 from codesign.locks import wait_lock
+from codesign.models import create_model
 from codesign.pipeline import load_model, model_kwargs_for, save_model
 from codesign.recipe import Recipe, digest, resolve_checkpoint, resolve_named_file
 from codesign.runtime import Runtime
@@ -84,8 +85,8 @@ class Study:
             if datapath.name == name:
                 return datapath
         raise ConfigError(
-            f"{where} {name!r} is not in hardware.archs "
-            f"({', '.join(d.name for d in self.datapaths)})"
+            f"{where} {name!r} is not in hardware.archs: use one of "
+            f"{', '.join(d.name for d in self.datapaths)}, or add it there"
         )
 
 
@@ -201,6 +202,37 @@ def _load_data(recipe: Recipe) -> Dataset:
     return dataset
 
 
+def check_variants_fit(
+    recipe: Recipe,
+    model: nn.Module,
+    dataset: Dataset,
+    datapaths: Sequence[Datapath],
+    what: str,
+) -> None:
+    """Every variant's steps and the ``[search]`` table (if any) fit ``model``, and ``model``
+    fits the data (see :mod:`codesign.pipeline.checks`): the errors the variants would raise
+    one by one, raised before the first of them runs."""
+    from codesign.pipeline import variant_steps
+    from codesign.pipeline.checks import (
+        check_model_fits_data,
+        check_schedules_fit,
+        check_steps_fit,
+    )
+
+    check_model_fits_data(model, dataset, what)
+    for variant in recipe.variants:
+        steps = variant_steps(variant.sparsity, variant.finetune, variant.quant, variant.qat)
+        try:
+            check_steps_fit(model, steps)
+            check_schedules_fit(steps, dataset)
+        except CodesignError as exc:
+            raise type(exc)(f"variant {variant.name!r}: {exc}") from None
+    if recipe.search is not None:
+        from codesign.study.search.run import check_search
+
+        check_search(recipe, model, [d.name for d in datapaths])
+
+
 def open_study(
     recipe: Recipe, out: str | Path, progress: bool = True, runtime: Runtime | None = None
 ) -> Study:
@@ -216,6 +248,12 @@ def open_study(
     if recipe.model.checkpoint is not None:
         checkpoint = resolve_checkpoint(recipe.model.checkpoint)
     else:
+        assert recipe.model.name is not None
+        # Checked on the untrained model: a bad variant never costs the baseline's training.
+        untrained = create_model(
+            recipe.model.name, num_classes=dataset.num_classes, in_channels=dataset.in_channels
+        )
+        check_variants_fit(recipe, untrained, dataset, datapaths, "the recipe's model")
         checkpoint = _train_baseline(recipe, dataset, out, progress, runtime)
     model_kwargs = {
         k: v
@@ -226,6 +264,7 @@ def open_study(
         if v is not None
     }
     float_model, name, _ = load_model(checkpoint, recipe.model.name, **model_kwargs)
+    check_variants_fit(recipe, float_model, dataset, datapaths, f"checkpoint {checkpoint}")
     float_model.to(runtime.torch_device)
     return Study(
         recipe=recipe,
@@ -246,6 +285,8 @@ def check_out_dir(out: Path) -> None:
     Raises ConfigError."""
     import tempfile
 
+    if "\0" in str(out):  # no file system takes it; pathlib raises a bare ValueError
+        raise ConfigError(f"--out {str(out)!r} contains a NUL character: give a directory path")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory: give a directory path")
     existing = next(p for p in (out, *out.absolute().parents) if p.exists())

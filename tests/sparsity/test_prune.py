@@ -14,6 +14,7 @@ from codesign.sparsity import (
     SparsityWarning,
     WeightMask,
     nm_compliant,
+    parse_pattern,
     prune_,
     remove_pruning,
     update_masks_,
@@ -84,9 +85,11 @@ def test_nothing_left_to_prune_is_an_error() -> None:
 
 @pytest.mark.parametrize("text", ["3:2", "0:4", "1.0", "-0.5"])
 def test_bad_levels_fail_before_any_change(tiny_net, text: str) -> None:
-    with pytest.raises(SparsityError):
+    with pytest.raises(ConfigError):  # the spec itself is refused, before any model is seen
         prune_(tiny_net, SparsitySpec(text))
     assert not weight_masks(tiny_net)
+    with pytest.raises(SparsityError):  # and a pattern parsed in code, by the same rule
+        parse_pattern(text)
 
 
 def test_prune_after_quantization_or_twice_is_an_error(tiny_net) -> None:

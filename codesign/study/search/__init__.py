@@ -25,7 +25,7 @@ from codesign.study.search.results import (
     SearchResult,
     VerifiedConfiguration,
 )
-from codesign.study.search.run import run_search
+from codesign.study.search.run import check_search, run_search
 from codesign.study.search.tables import (
     TABLES_VERSION,
     SearchTables,
@@ -51,6 +51,7 @@ __all__ = [
     "accuracies",
     "cached_tables",
     "charged_drops",
+    "check_search",
     "choose",
     "configuration_variant",
     "feasible_span",

@@ -16,9 +16,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
+from codesign.errors import CodesignError, ConfigError
 from codesign.pipeline.results import VariantResult
-from codesign.recipe import SearchSpec
+from codesign.recipe import Recipe, SearchSpec
 from codesign.study.search.front import charged_drops, first_guess, solve_front
 from codesign.study.search.options import option_variant, options_of, searchable_layers
 from codesign.study.search.results import FrontEntry, SearchResult
@@ -26,6 +28,27 @@ from codesign.study.search.tables import cached_tables
 from codesign.study.search.verify import Builds, Goal, choose, judge, spread
 from codesign.study.study import Study
 from codesign.study.variants import run_variant
+
+
+def check_search(recipe: Recipe, model: nn.Module, datapaths: Sequence[str]) -> None:
+    """Raise what the search would raise about its own table (``search.datapath`` not among
+    the ``datapaths`` of ``hardware.archs``; an option or ``keep_8bit`` pattern that does not
+    fit ``model``) before any variant runs."""
+    from codesign.pipeline import variant_steps
+    from codesign.pipeline.checks import check_steps_fit
+
+    spec = recipe.search or SearchSpec()
+    if spec.datapath not in datapaths:
+        raise ConfigError(
+            f"search.datapath {spec.datapath!r} is not in hardware.archs: use one of "
+            f"{', '.join(datapaths)}, or add it there"
+        )
+    for option in options_of(spec):
+        variant = option_variant(option, spec, option.label)
+        try:
+            check_steps_fit(model, variant_steps(variant.sparsity, quant=variant.quant))
+        except CodesignError as exc:
+            raise type(exc)(f"search option {option.label}: {exc}") from None
 
 
 def run_search(
