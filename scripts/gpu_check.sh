@@ -3,7 +3,7 @@
 # (the CPU and CUDA side by side), one digits QAT on the GPU in bf16, and with two or more
 # GPUs a two-process NCCL QAT whose ranks must hold identical models.
 #
-#     bash scripts/check_devices.sh
+#     bash scripts/gpu_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU visible'; print(torch.cuda.get_device_name(0))"

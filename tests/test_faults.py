@@ -29,9 +29,10 @@ from typing import Any
 import pytest
 import torch
 
+# Every training step of a preloaded split augments its batch here (data.loops.training_batches).
+import codesign.data.loops as loops
 import codesign.io
 import codesign.study.variants as variants
-import codesign.train.loops as loops
 from codesign.cli import demo_checkpoint, main
 from codesign.errors import ResultError
 
