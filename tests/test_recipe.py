@@ -182,7 +182,10 @@ def test_seeds_build_trained_variants_at_each_and_the_rest_once(tmp_path: Path) 
     [
         ("seed = 0\nseeds = [1, 2]\n", "not both"),
         ("seeds = [1, 1]\n", "distinct; repeated: 1"),
-        ("seeds = []\n", r"seeds: expected an array of integers from 0 to 2\*\*64 - 1 \(at least one\)"),
+        (
+            "seeds = []\n",
+            r"seeds: expected an array of integers from 0 to 2\*\*64 - 1 \(at least one\)",
+        ),
         ("seeds = [-1]\n", r"seeds\[0\]: expected an integer from 0 to 2\*\*64 - 1, got -1"),
         ("seeds = [true]\n", r"seeds\[0\]: expected an integer from 0 to 2\*\*64 - 1, got true"),
         ("seeds = [1.0]\n", r"seeds\[0\]: expected an integer from 0 to 2\*\*64 - 1, got 1.0"),

@@ -38,7 +38,13 @@ import numpy as np
 import torch
 
 from codesign.config import DEFAULT_VALIDATION_FRACTION
-from codesign.data.folders import capped_indices, check_fits_in_memory, index_folder, split_dirs
+from codesign.data.folders import (
+    capped_indices,
+    check_fits_in_memory,
+    index_folder,
+    open_cifar10,
+    split_dirs,
+)
 from codesign.data.splits import DataSplit, Split, stratified
 from codesign.data.streamed import (
     FolderSource,
@@ -252,17 +258,10 @@ def load_cifar10_dataset(
     """torchvision CIFAR-10 under ``root``; ``image_size`` resizes and centre-crops every
     image as :func:`load_imagefolder_dataset` does (e.g. 224 for an ImageNet model)."""
     from PIL import Image
-    from torchvision.datasets import CIFAR10
 
     splits = []
     for train in (True, False):
-        try:
-            data = CIFAR10(str(root), train=train, download=download)
-        except RuntimeError as exc:
-            raise DataError(
-                f"CIFAR-10 not found under {root}: {exc} (pass --download to fetch it, or point "
-                "cifar10:DIR at the folder holding cifar-10-batches-py)"
-            ) from None
+        data = open_cifar10(Path(root), train, download)
         array = data.data
         if image_size:
             check_fits_in_memory(f"cifar10:{root}", len(array), image_size, image_size)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -90,3 +91,17 @@ def check_fits_in_memory(where: str, count: int, height: int, width: int) -> Non
         f"{memory / gib:.1f} GiB: stream it (--stream, or [data] stream = true) or load a "
         "sample (max_train_samples / max_test_samples)"
     )
+
+
+def open_cifar10(root: Path, train: bool, download: bool) -> Any:
+    """torchvision's CIFAR10 split under ``root``; a DataError saying where it must be (or
+    that ``--download`` fetches it) when it is missing."""
+    from torchvision.datasets import CIFAR10
+
+    try:
+        return CIFAR10(str(root), train=train, download=download)
+    except RuntimeError as exc:
+        raise DataError(
+            f"CIFAR-10 not found under {root}: {exc} (pass --download to fetch it, or point "
+            "cifar10:DIR at the folder holding cifar-10-batches-py)"
+        ) from None

@@ -31,7 +31,13 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from codesign.data.folders import FLOAT32_BYTES, capped_indices, index_folder, split_dirs
+from codesign.data.folders import (
+    FLOAT32_BYTES,
+    capped_indices,
+    index_folder,
+    open_cifar10,
+    split_dirs,
+)
 from codesign.data.splits import Split
 from codesign.data.subsets import stream_seed
 from codesign.errors import DataError
@@ -365,17 +371,9 @@ def streamed_cifar10(
 ) -> tuple[StreamedSplit, StreamedSplit]:
     """torchvision CIFAR-10's (train, test), converted to float per batch (at ``image_size``,
     e.g. 224 for an ImageNet model, where the whole float split would not fit in memory)."""
-    from torchvision.datasets import CIFAR10
-
     splits = []
     for train in (True, False):
-        try:
-            data = CIFAR10(str(root), train=train, download=download)
-        except RuntimeError as exc:
-            raise DataError(
-                f"CIFAR-10 not found under {root}: {exc} (pass --download to fetch it, or point "
-                "cifar10:DIR at the folder holding cifar-10-batches-py)"
-            ) from None
+        data = open_cifar10(Path(root), train, download)
         labels = torch.tensor(data.targets, dtype=torch.long)
         source = ArraySource(data.data, f"cifar10-{'train' if train else 'test'}")
         keep = torch.arange(len(labels))
