@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from codesign.errors import HardwareError
-from codesign.hw.nonzeros import EXACT_FP32, MaskScratch, TileCounter, TileStore, tap_counts
+from codesign.hw.nonzeros import EXACT_FP32, Scratch, TileCounter, TileStore, tap_counts
 from codesign.hw.records import LayerRecord, frozen_array
 
 FLOAT_BITS = 32  # a layer without ``weight_bits``/``input_bits`` computes in fp32
@@ -48,13 +48,13 @@ class _LayerStats:
     """
 
     def __init__(
-        self, name: str, module: nn.Module, tile_grid: tuple[int, int], scratch: MaskScratch
+        self, name: str, module: nn.Module, tile_grid: tuple[int, int], scratch: Scratch
     ) -> None:
         self.name = name
         self.module = module
         self.scratch = scratch
         self.tile_grid = tile_grid
-        self.count_tiles = TileCounter(tile_grid)
+        self.count_tiles = TileCounter(tile_grid, scratch)
         self.is_conv = isinstance(module, nn.Conv2d)
         self.n = 0
         self.dense_macs = 0
@@ -106,11 +106,16 @@ class _LayerStats:
             tiles = self.count_tiles(x_nonzero)
             assert self.tiles is not None
             self.tiles.add(tiles)
-            if self.pixel_sums is not None:  # one image: added in place, no temporary
-                self.pixel_sums += x_nonzero[0] if len(x_nonzero) == 1 else x_nonzero.sum(0)
-            elif self.channel_sums is not None:
+            if self.channel_sums is not None:
                 # per (image, channel) in fp32 (exact: at most H*W), then over images in fp64
-                self.channel_sums += tiles.sum((2, 3)).sum(0, dtype=torch.float64)
+                per_image = self.scratch.buffer("per_image", tiles.shape[:2], tiles.device)
+                torch.sum(tiles, (2, 3), out=per_image)
+                self.channel_sums += per_image.sum(0, dtype=torch.float64)
+            elif self.pixel_sums is not None and len(x_nonzero) == 1:
+                self.pixel_sums += x_nonzero[0]
+            elif self.pixel_sums is not None:
+                batch_sum = self.scratch.buffer("batch_sum", self.pixel_sums.shape, part.device)
+                self.pixel_sums += torch.sum(x_nonzero, 0, out=batch_sum)
             if first and part.numel():  # the sign of the input range is the layer's
                 low = part.amin()
                 self.input_min = low if self.input_min is None else self.input_min.minimum(low)
@@ -253,7 +258,7 @@ def hooked(model: nn.Module, *, tile_grid: tuple[int, int] = (8, 8)) -> Iterator
     if len(tile_grid) != 2 or min(tile_grid) < 1:
         raise HardwareError(f"tile_grid must be two positive ints (rows, cols), got {tile_grid}")
     stats: list[_LayerStats] = []
-    scratch = MaskScratch()
+    scratch = Scratch()
     handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
         for name, module in model.named_modules():
