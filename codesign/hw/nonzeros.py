@@ -23,6 +23,7 @@ EXACT_ANY_PRECISION = 256
 # in cache, so the hooks do not evict the activations the next layers read.
 CPU_SLICE_ELEMENTS = 1 << 20
 SPARE_BATCHES = 8  # host room reserved for the per-tile counts, in first batches
+MMAP_BYTES = 64 << 20  # above glibc's largest mmap threshold (32 MiB on 64-bit)
 
 
 class Scratch:
@@ -166,9 +167,13 @@ class TileStore:
         if images <= capacity:
             return
         # room for several more batches like the first; doubling after that
-        capacity = max(images * SPARE_BATCHES, 2 * capacity)
-        # torch's allocator, not numpy's: numpy asks for transparent huge pages on arrays
-        # this large, and filling those can stall in the kernel's memory compaction
+        per_image_bytes = 4 * self.channels * math.prod(self.grid)
+        capacity = max(images * SPARE_BATCHES, 2 * capacity, -(-MMAP_BYTES // per_image_bytes))
+        # At least MMAP_BYTES, so the C allocator maps it on its own instead of carving it
+        # out of its heap, where a long-lived block would keep the forward pass from reusing
+        # its freed temporaries (the forward then page-faults afresh every batch); untouched
+        # spare capacity is address space only. torch's allocator, not numpy's: numpy asks
+        # for transparent huge pages here, whose first fill can stall in memory compaction.
         grown = torch.empty((capacity, self.channels, *self.grid)).numpy()
         if self._buffer is not None:
             grown[: self.count] = self._buffer[: self.count]
