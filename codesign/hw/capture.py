@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from codesign.errors import HardwareError
-from codesign.hw.nonzeros import EXACT_FP32, MaskScratch, TileCounter, TileStore, tap_counts
+from codesign.hw.nonzeros import EXACT_FP32, Scratch, TileCounter, TileStore, tap_counts
 from codesign.hw.records import LayerRecord, frozen_array
 
 FLOAT_BITS = 32  # a layer without ``weight_bits``/``input_bits`` computes in fp32
@@ -48,13 +48,13 @@ class _LayerStats:
     """
 
     def __init__(
-        self, name: str, module: nn.Module, tile_grid: tuple[int, int], scratch: MaskScratch
+        self, name: str, module: nn.Module, tile_grid: tuple[int, int], scratch: Scratch
     ) -> None:
         self.name = name
         self.module = module
         self.scratch = scratch
         self.tile_grid = tile_grid
-        self.count_tiles = TileCounter(tile_grid)
+        self.count_tiles = TileCounter(tile_grid, scratch)
         self.is_conv = isinstance(module, nn.Conv2d)
         self.n = 0
         self.dense_macs = 0
@@ -64,22 +64,28 @@ class _LayerStats:
         self.pixel_sums: torch.Tensor | None = None  # fp32: exact while n < 2**24
         self.channel_sums: torch.Tensor | None = None  # fp64
         self.geometry: tuple[int, ...] | None = None  # (c_total, h, w, p, q, pad_h, pad_w)
-        self.weight_mask: torch.Tensor | None = None
+        self.weight_shape: tuple[int, ...] | None = None
 
-    # -- weights: read once, they do not change during an eval-mode capture ------------------
+    # -- weights: they do not change during an eval-mode capture; a parametrized weight is
+    # recomputed on every access, so its shape is read once and its mask made at the end ----
+    def _weight_shape(self) -> tuple[int, ...]:
+        if self.weight_shape is None:
+            self.weight_shape = tuple(self.module.weight.shape)
+        return self.weight_shape
+
     def _weight_mask(self) -> torch.Tensor:
-        if self.weight_mask is None:
-            weight = self.module.weight.detach()
-            mask = torch.empty(weight.shape, dtype=torch.float32, device=weight.device)
-            self.weight_mask = torch.ne(weight, 0, out=mask)  # 0/1 written as fp32 directly
-        return self.weight_mask
+        """0/1 fp32 of the layer's weight (made when needed, not kept: all weights' masks
+        together are as large as the model)."""
+        weight = self.module.weight.detach()
+        mask = torch.empty(weight.shape, dtype=torch.float32, device=weight.device)
+        return torch.ne(weight, 0, out=mask)  # 0/1 written as fp32 directly
 
     def _conv_params(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
         """(kernel, stride, dilation) of the conv; all (1, 1) for a linear layer."""
         if not self.is_conv:
             return (1, 1), (1, 1), (1, 1)
         conv: nn.Conv2d = self.module  # type: ignore[assignment]
-        kernel = _pair(tuple(self._weight_mask().shape[2:]))
+        kernel = _pair(self._weight_shape()[2:])
         return kernel, _pair(conv.stride), _pair(conv.dilation)
 
     def observe(self, x: torch.Tensor) -> None:
@@ -87,13 +93,13 @@ class _LayerStats:
         x = x.detach()
         if self.is_conv:
             x = x.unsqueeze(0) if x.dim() == 3 else x  # unbatched conv input [C, H, W]
-            self._count_conv(x.shape)
+            self._count_conv(x.shape, x.device)
         else:
             features = x.shape[-1]
             x = x.reshape(-1, features, 1, 1)  # rows: samples/tokens; a 1x1 conv on 1 pixel
-            self._check_geometry((features, 1, 1, 1, 1, 0, 0))
+            self._check_geometry((features, 1, 1, 1, 1, 0, 0), x.device)
             self.n += x.shape[0]
-            self.dense_macs += x.shape[0] * self._weight_mask().shape[0] * features
+            self.dense_macs += x.shape[0] * self._weight_shape()[0] * features
         if self.n >= EXACT_FP32:
             raise HardwareError(
                 f"layer {self.name}: capture fewer than {EXACT_FP32} images (the per-pixel "
@@ -106,18 +112,23 @@ class _LayerStats:
             tiles = self.count_tiles(x_nonzero)
             assert self.tiles is not None
             self.tiles.add(tiles)
-            if self.pixel_sums is not None:  # one image: added in place, no temporary
-                self.pixel_sums += x_nonzero[0] if len(x_nonzero) == 1 else x_nonzero.sum(0)
-            elif self.channel_sums is not None:
+            if self.channel_sums is not None:
                 # per (image, channel) in fp32 (exact: at most H*W), then over images in fp64
-                self.channel_sums += tiles.sum((2, 3)).sum(0, dtype=torch.float64)
+                per_image = self.scratch.buffer("per_image", tiles.shape[:2], tiles.device)
+                torch.sum(tiles, (2, 3), out=per_image)
+                self.channel_sums += per_image.sum(0, dtype=torch.float64)
+            elif self.pixel_sums is not None and len(x_nonzero) == 1:
+                self.pixel_sums += x_nonzero[0]
+            elif self.pixel_sums is not None:
+                batch_sum = self.scratch.buffer("batch_sum", self.pixel_sums.shape, part.device)
+                self.pixel_sums += torch.sum(x_nonzero, 0, out=batch_sum)
             if first and part.numel():  # the sign of the input range is the layer's
                 low = part.amin()
                 self.input_min = low if self.input_min is None else self.input_min.minimum(low)
 
-    def _count_conv(self, shape: torch.Size) -> None:
+    def _count_conv(self, shape: torch.Size, device: torch.device) -> None:
         n, c_total, h, w = shape
-        k, c_per_group, r, s = self._weight_mask().shape
+        k, c_per_group, r, s = self._weight_shape()
         (r, s), stride, dil = self._conv_params()
         padding = self.module.padding
         if isinstance(padding, str):  # "valid" or "same" (symmetric for odd kernels)
@@ -127,11 +138,11 @@ class _LayerStats:
             pad = _pair(padding)  # type: ignore[arg-type]
         p = (h + 2 * pad[0] - dil[0] * (r - 1) - 1) // stride[0] + 1
         q = (w + 2 * pad[1] - dil[1] * (s - 1) - 1) // stride[1] + 1
-        self._check_geometry((c_total, h, w, p, q, pad[0], pad[1]))
+        self._check_geometry((c_total, h, w, p, q, pad[0], pad[1]), device)
         self.n += n
         self.dense_macs += n * k * c_per_group * p * q * r * s
 
-    def _check_geometry(self, geometry: tuple[int, ...]) -> None:
+    def _check_geometry(self, geometry: tuple[int, ...], device: torch.device) -> None:
         if self.geometry is not None:
             if self.geometry != geometry:
                 raise HardwareError(
@@ -142,7 +153,6 @@ class _LayerStats:
         self.geometry = geometry
         c_total, h, w, _p, _q, pad_h, pad_w = geometry
         kernel, stride, _dilation = self._conv_params()
-        device = self._weight_mask().device
         self.tiles = TileStore(self.tile_grid, c_total, on_host=device.type == "cpu")
         if (kernel, stride, (pad_h, pad_w)) == ONE_TAP:
             # every input pixel meets its one tap once: per-channel totals suffice
@@ -150,10 +160,9 @@ class _LayerStats:
         else:
             self.pixel_sums = torch.zeros(c_total, h, w, device=device)
 
-    def _weights_per_tap(self) -> torch.Tensor:
+    def _weights_per_tap(self, w_mask: torch.Tensor) -> torch.Tensor:
         """[C_total, R, S] fp64: nonzero weights at each (input channel, tap) over the output
-        channels that read that input channel (per group)."""
-        w_mask = self._weight_mask()
+        channels that read that input channel (per group), from the 0/1 weight mask."""
         if not self.is_conv:
             return w_mask.sum(0, dtype=torch.float64).view(-1, 1, 1)
         k, c_per_group, r, s = w_mask.shape
@@ -161,7 +170,7 @@ class _LayerStats:
         per_group = w_mask.view(groups, k // groups, c_per_group, r, s).sum(1)
         return per_group.reshape(groups * c_per_group, r, s).double()
 
-    def _effectual_and_nonzeros(self) -> tuple[int, int]:
+    def _effectual_and_nonzeros(self, w_mask: torch.Tensor) -> tuple[int, int]:
         """Effectual MACs = sum over (c, r, s) of [nonzero weights at (c, r, s) over the output
         channels that read c] x [nonzero inputs that tap (c, r, s) meets over all outputs
         (n, p, q)]; zero padding contributes nothing. All sums are exact integers."""
@@ -176,7 +185,7 @@ class _LayerStats:
         else:
             assert self.channel_sums is not None
             taps, nonzeros = self.channel_sums.view(-1, 1, 1), self.channel_sums.sum()
-        return int((taps * self._weights_per_tap()).sum()), int(nonzeros)
+        return int((taps * self._weights_per_tap(w_mask)).sum()), int(nonzeros)
 
     def record(self) -> LayerRecord:
         if self.geometry is None:
@@ -193,7 +202,7 @@ class _LayerStats:
         else:
             (k, c), r, s, groups, op = w_mask.shape, 1, 1, 1, "linear"
         per_kc = w_mask.view(k, c, r * s).sum(-1).cpu().numpy().astype(np.int64)
-        effectual, nonzeros = self._effectual_and_nonzeros()
+        effectual, nonzeros = self._effectual_and_nonzeros(w_mask)
         return LayerRecord(
             name=self.name,
             op=op,
@@ -253,7 +262,7 @@ def hooked(model: nn.Module, *, tile_grid: tuple[int, int] = (8, 8)) -> Iterator
     if len(tile_grid) != 2 or min(tile_grid) < 1:
         raise HardwareError(f"tile_grid must be two positive ints (rows, cols), got {tile_grid}")
     stats: list[_LayerStats] = []
-    scratch = MaskScratch()
+    scratch = Scratch()
     handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
         for name, module in model.named_modules():

@@ -23,18 +23,37 @@ EXACT_ANY_PRECISION = 256
 # in cache, so the hooks do not evict the activations the next layers read.
 CPU_SLICE_ELEMENTS = 1 << 20
 SPARE_BATCHES = 8  # host room reserved for the per-tile counts, in first batches
+MMAP_BYTES = 64 << 20  # above glibc's largest mmap threshold (32 MiB on 64-bit)
 
 
-class MaskScratch:
-    """One reusable fp32 buffer per device for the 0/1 masks of the layer inputs.
+class Scratch:
+    """Reusable buffers, one per (name, device), for everything the hooks compute and drop.
 
-    Hooks run one at a time, so every layer's mask can live in the same memory: no
-    activation-sized allocation per layer and batch (on the CPU a fresh one that large is
-    page-faulted in each time, which costs more than computing the mask).
+    Hooks run one at a time, so each layer's 0/1 mask and its reductions can live in the
+    same memory: the hooks allocate nothing per call. Fresh allocations would cost more
+    than the arithmetic: an activation-sized one is page-faulted in every time, and many
+    medium ones interleaved with the forward pass's own keep the allocator from reusing its
+    memory, so the forward itself starts faulting.
     """
 
     def __init__(self) -> None:
-        self._buffers: dict[torch.device, torch.Tensor] = {}
+        self._buffers: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
+
+    def buffer(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """An uninitialised contiguous tensor of ``shape``, valid until the next request of
+        ``name``."""
+        key, numel = (name, device, dtype), math.prod(shape)
+        flat = self._buffers.get(key)
+        if flat is None or flat.numel() < numel:
+            flat = torch.empty(max(numel, 1), dtype=dtype, device=device)
+            self._buffers[key] = flat
+        return flat[:numel].view(shape)
 
     @staticmethod
     def slices(x: torch.Tensor) -> Iterator[torch.Tensor]:
@@ -49,11 +68,7 @@ class MaskScratch:
 
     def nonzero_mask(self, x: torch.Tensor) -> torch.Tensor:
         """(x != 0) as 0/1 fp32 of ``x``'s shape, valid until the next call."""
-        buffer = self._buffers.get(x.device)
-        if buffer is None or buffer.numel() < x.numel():
-            buffer = torch.empty(x.numel(), dtype=torch.float32, device=x.device)
-            self._buffers[x.device] = buffer
-        return torch.ne(x, 0, out=buffer[: x.numel()].view(x.shape))
+        return torch.ne(x, 0, out=self.buffer("mask", tuple(x.shape), x.device))
 
 
 def tile_indicator(size: int, tiles: int, device: torch.device) -> torch.Tensor:
@@ -69,14 +84,16 @@ def tile_indicator(size: int, tiles: int, device: torch.device) -> torch.Tensor:
 class TileCounter:
     """Nonzeros per planar tile of a fixed (tile_rows, tile_cols) grid (SCNN's PT partition)."""
 
-    def __init__(self, grid: tuple[int, int]) -> None:
+    def __init__(self, grid: tuple[int, int], scratch: Scratch) -> None:
         self.grid = grid
+        self.scratch = scratch
         self._indicator: torch.Tensor | None = None  # [tile_h * W, used_cols], made once
 
     def __call__(self, x_nonzero: torch.Tensor) -> torch.Tensor:
         """Counts [N, C, used_rows, used_cols] fp32 of a 0/1 mask [N, C, H, W] (H, W fixed):
-        the tiles that hold pixels; the grid's empty last rows/columns are added by
-        :meth:`assemble`. The result never aliases the mask (whose buffer is reused).
+        the tiles that hold pixels (:class:`TileStore` adds the grid's empty last rows and
+        columns). The result lives in scratch memory (or is the mask itself): valid until
+        the next mask is made.
 
         Each tile row of one (image, channel) is a row of ``blocks`` [N*C*used_rows,
         tile_h*W]; a 0/1 indicator [tile_h*W, used_cols] of each pixel's tile column sums it.
@@ -91,19 +108,23 @@ class TileCounter:
         tile_h, tile_w = math.ceil(h / rows), math.ceil(w / cols)
         used_rows, used_cols = math.ceil(h / tile_h), math.ceil(w / tile_w)
         if tile_h == 1 and tile_w == 1:
-            return x_nonzero.clone()
+            return x_nonzero
         if used_rows * tile_h != h:
             x_nonzero = F.pad(x_nonzero, (0, 0, 0, used_rows * tile_h - h))
         rows_first = ROW_SUM_FIRST_FROM <= tile_h <= EXACT_ANY_PRECISION
+        device, tile_rows = x_nonzero.device, n * c * used_rows
         if self._indicator is None:
-            columns = tile_indicator(w, cols, x_nonzero.device)[:, :used_cols]
+            columns = tile_indicator(w, cols, device)[:, :used_cols]
             self._indicator = columns.contiguous() if rows_first else columns.repeat(tile_h, 1)
         if rows_first:
-            per_row_tile = x_nonzero.view(n * c * used_rows, tile_h, w).sum(1)
-            counts = per_row_tile @ self._indicator
+            per_row_tile = self.scratch.buffer("row_sums", (tile_rows, w), device)
+            torch.sum(x_nonzero.view(tile_rows, tile_h, w), 1, out=per_row_tile)
+            counts = self.scratch.buffer("tiles", (tile_rows, used_cols), device)
+            torch.mm(per_row_tile, self._indicator, out=counts)
         else:
-            blocks = x_nonzero.view(n * c * used_rows, tile_h * w)
-            counts = torch.mm(self._indicator.t(), blocks.t()).t()
+            blocks = x_nonzero.view(tile_rows, tile_h * w)
+            counts = self.scratch.buffer("tiles", (used_cols, tile_rows), device)
+            counts = torch.mm(self._indicator.t(), blocks.t(), out=counts).t()
         return counts.view(n, c, used_rows, used_cols)
 
 
@@ -127,9 +148,9 @@ class TileStore:
         self._array: np.ndarray | None = None
 
     def add(self, counts: torch.Tensor) -> None:
-        """Append the counts [n, C, used_rows, used_cols] of the next n images."""
-        if not self.on_host:
-            self._pieces.append(counts)
+        """Append (copy) the counts [n, C, used_rows, used_cols] of the next n images."""
+        if not self.on_host:  # a copy: the counts live in scratch memory
+            self._pieces.append(counts.clone())
             self.count += counts.shape[0]
             return
         n, _c, used_rows, used_cols = counts.shape
@@ -146,8 +167,14 @@ class TileStore:
         if images <= capacity:
             return
         # room for several more batches like the first; doubling after that
-        capacity = max(images * SPARE_BATCHES, 2 * capacity)
-        grown = np.empty((capacity, self.channels, *self.grid), dtype=np.float32)
+        per_image_bytes = 4 * self.channels * math.prod(self.grid)
+        capacity = max(images * SPARE_BATCHES, 2 * capacity, -(-MMAP_BYTES // per_image_bytes))
+        # At least MMAP_BYTES, so the C allocator maps it on its own instead of carving it
+        # out of its heap, where a long-lived block would keep the forward pass from reusing
+        # its freed temporaries (the forward then page-faults afresh every batch); untouched
+        # spare capacity is address space only. torch's allocator, not numpy's: numpy asks
+        # for transparent huge pages here, whose first fill can stall in memory compaction.
+        grown = torch.empty((capacity, self.channels, *self.grid)).numpy()
         if self._buffer is not None:
             grown[: self.count] = self._buffer[: self.count]
         self._buffer = grown

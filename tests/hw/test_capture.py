@@ -103,6 +103,7 @@ def test_tile_counts_match_a_loop_over_tiles(size, grid):
 def test_conv_batches_accumulate_like_one_batch(slice_elements, spare, monkeypatch):
     monkeypatch.setattr(nonzeros, "CPU_SLICE_ELEMENTS", slice_elements)
     monkeypatch.setattr(nonzeros, "SPARE_BATCHES", spare)
+    monkeypatch.setattr(nonzeros, "MMAP_BYTES", 0 if spare == 1 else nonzeros.MMAP_BYTES)
     torch.manual_seed(4)
     conv = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 1))
     xs = [torch.randn(2, 3, 9, 9) for _ in range(3)]
@@ -123,6 +124,7 @@ def test_conv_batches_accumulate_like_one_batch(slice_elements, spare, monkeypat
 @pytest.mark.parametrize("on_host", [True, False])
 def test_tile_store_keeps_images_in_order_with_empty_tiles_zero(on_host, monkeypatch):
     monkeypatch.setattr(nonzeros, "SPARE_BATCHES", 1)  # the host buffer grows on every add
+    monkeypatch.setattr(nonzeros, "MMAP_BYTES", 0)
     torch.manual_seed(5)
     store = nonzeros.TileStore((3, 4), channels=2, on_host=on_host)
     pieces = [torch.randint(1, 9, (n, 2, 2, 3)).float() for n in (2, 1, 3)]
