@@ -221,3 +221,11 @@ def test_search_on_digits_verifies_a_dominating_configuration(tmp_path: Path) ->
     # results.json["search"] is the JSON form of a SearchResult, and parses back to it.
     assert SearchResult.from_json(search).to_json() == search
     load_recipe(path)  # the search table is part of the recipe schema
+    # report.html prints each verified configuration's bit operations on the search datapath.
+    html = (out / "report.html").read_text()
+    search_table = html.split("<h2>Co-design search</h2>", 1)[1].split("<h3>", 1)[0]
+    assert "GBOPs / inference" in search_table and "effectual GBOPs" in search_table
+    for verified in search["verified"]:
+        cost = verified["datapaths"]["scnn"]
+        assert f"<td>{cost['bops'] / 1e9:.4g}</td>" in search_table
+        assert f"<td>{cost['effectual_bops'] / 1e9:.4g}</td>" in search_table

@@ -218,6 +218,7 @@ def _search_section(search: SearchResult | None) -> str:
         layers = ", ".join(
             f"{c.name}: W{c.weight_bits}A{c.act_bits} {c.sparsity}" for c in item.choices
         )
+        cost = item.result.on(search.datapath)
         rows.append(
             [
                 item.result.variant,
@@ -226,7 +227,9 @@ def _search_section(search: SearchResult | None) -> str:
                 f"{item.result.val_top1:.2f}",
                 _top1(item.result.top1, _ci(item.result.top1, item.result.samples)),
                 f"{item.predicted_energy_uj_per_inference:.4g}",
-                f"{item.result.on(search.datapath).energy_uj_per_inference:.4g}",
+                f"{cost.energy_uj_per_inference:.4g}",
+                f"{cost.bops / 1e9:.4g}",
+                f"{cost.effectual_bops / 1e9:.4g}",
                 "; ".join(f"{c.loser} ({c.test_text()})" for c in item.dominance_tests) or "-",
                 layers,
             ]
@@ -263,6 +266,8 @@ def _search_section(search: SearchResult | None) -> str:
                 "test top-1 [95 % CI]",
                 "predicted uJ",
                 "verified uJ",
+                "GBOPs / inference",
+                "effectual GBOPs",
                 "dominates (same datapath; paired test, first seed)",
                 "per-layer choice",
             ],
