@@ -49,6 +49,24 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+TEMPORARY_GLOB = ".*.tmp"  # what atomic_path names its temporaries (a dot, the name, .tmp)
+
+
+def sweep_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries that writers killed mid-write (SIGKILL, a lost node) left in
+    ``directory`` (not below it); returns what was removed.
+
+    Call it only while holding the lock that every writer into ``directory`` holds: then no
+    live writer owns a temporary there, and each one is litter. Nothing else is touched.
+    """
+    removed = []
+    for path in Path(directory).glob(TEMPORARY_GLOB):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

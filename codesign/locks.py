@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from codesign.errors import LockHeldError
+from codesign.io import sweep_temporaries
 
 HEARTBEAT_S = 30.0  # a held lock's file is touched this often
 # Generous against clock skew between hosts and file-server hiccups: a live holder is taken
@@ -246,7 +247,8 @@ def wait_lock(path: str | os.PathLike[str], what: str, message: str) -> Lock:
 def hold_directory(out: Path, command: str) -> Iterator[Lock]:
     """Hold ``OUT/.codesign.lock`` for a command's duration (released in ``finally``).
 
-    Raises :class:`LockHeldError` naming the holder when a live process has it. Directories
+    Raises :class:`LockHeldError` naming the holder when a live process has it. Holding it,
+    the temporaries a killed writer left in ``out`` are removed first. Directories
     created only to hold the lock are removed again if the command left them empty.
     """
     created = [d for d in (out, *out.absolute().parents) if not d.exists()]
@@ -257,6 +259,7 @@ def hold_directory(out: Path, command: str) -> Iterator[Lock]:
             "or choose another --out"
         )
     try:
+        sweep_temporaries(out)  # a killed earlier command's half-written files
         yield got
     finally:
         got.release()

@@ -13,6 +13,7 @@ from codesign.io import (
     read_checkpoint,
     read_keyed_state,
     settings_key,
+    sweep_temporaries,
     write_json_atomic,
     write_keyed_state,
 )
@@ -27,6 +28,28 @@ def test_atomic_write_leaves_nothing_on_error(tmp_path):
     assert list(target.parent.iterdir()) == []
     write_json_atomic(target, {"a": 1})
     assert json.loads(target.read_text()) == {"a": 1}
+
+
+def test_sweep_removes_only_what_a_killed_writer_left(tmp_path):
+    target = tmp_path / "model.pt"
+    with atomic_path(target) as tmp:  # a writer killed here would leave exactly this file
+        tmp.write_bytes(b"half")
+        left_behind = tmp_path / "left" / tmp.name
+        left_behind.parent.mkdir()
+        left_behind.write_bytes(tmp.read_bytes())
+    (tmp_path / "result.json").write_text("{}")
+    (tmp_path / "notes.tmp").write_text("no leading dot: not ours")
+    (tmp_path / ".cache.tmp").mkdir()  # a directory is never removed
+    assert sweep_temporaries(left_behind.parent) == [left_behind]
+    assert sweep_temporaries(tmp_path) == []  # not recursive; nothing of ours left here
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".cache.tmp",
+        "left",
+        "model.pt",
+        "notes.tmp",
+        "result.json",
+    ]
+    assert list((tmp_path / "left").iterdir()) == []
 
 
 @pytest.mark.parametrize("cls", [QuantSpec, SparsitySpec, TrainSpec])

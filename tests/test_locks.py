@@ -160,6 +160,9 @@ def test_a_single_command_refuses_a_directory_in_use(
     out = tmp_path / "eval"
     args = ["eval", "--checkpoint", str(demo_checkpoint()), "--out", str(out)]
     with hold_directory(out, "qat") as lock:
+        # the holder's half-written file: a refused command must not touch it
+        in_flight = out / ".model.pt.a1b2c3.tmp"
+        in_flight.write_bytes(b"half")
         assert main(args) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err == [
@@ -167,7 +170,9 @@ def test_a_single_command_refuses_a_directory_in_use(
             "or choose another --out"
         ]
         assert not (out / "result.json").exists()
-    # A holder that died is taken over; the command's lock is gone once it is done.
+        assert in_flight.read_bytes() == b"half"
+    # A holder that died is taken over, and what it left half-written is removed; the
+    # command's lock is gone once it is done.
     write_lock(out / locks.LOCK_NAME, socket.gethostname(), dead_pid())
     assert main(args) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["result.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["result.json"]  # the temporary swept

@@ -34,7 +34,12 @@ from codesign.data.subsets import SubsetInfo
 from codesign.errors import ResultError
 from codesign.hw import capture
 from codesign.hw.records import LayerRecord
-from codesign.io import read_json_verified, write_json_atomic, write_json_verified
+from codesign.io import (
+    read_json_verified,
+    sweep_temporaries,
+    write_json_atomic,
+    write_json_verified,
+)
 from codesign.locks import POLL_S, LockInfo, try_lock, utc_now_iso
 from codesign.per_image import PerImageCorrect
 from codesign.pipeline import (
@@ -210,6 +215,7 @@ def attempt_variant(
     if isinstance(got, LockInfo):
         return got
     with got:
+        sweep_temporaries(directory)  # a killed builder's half-written files
         return _build_or_reuse(study, variant, force)
 
 

@@ -160,9 +160,14 @@ def test_a_dead_builders_lock_is_taken_over(study: tuple[Path, Path], tmp_path: 
     shutil.copy(serial / "study.json.sha256", out)
     lock = _lock_of(out, "fp32")
     write_lock(lock, socket.gethostname(), dead_pid())
+    # what the dead builder was writing when it was killed
+    half_written = lock.with_suffix("") / ".model.pt.k1ll3d.tmp"
+    half_written.parent.mkdir(parents=True)
+    half_written.write_bytes(b"half")
     assert main(["run", str(recipe), "--out", str(out), "--variants", "fp32", "--quiet"]) == 0
     assert [b["pid"] for b in _builds(out)["fp32"]] == [os.getpid()]
     assert not lock.exists()
+    assert not half_written.exists() and not list(out.rglob("*.tmp"))
 
 
 def test_a_live_builder_is_waited_for_with_a_message(
