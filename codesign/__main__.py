@@ -1,5 +1,3 @@
-import sys
+from codesign.launch import console
 
-from codesign.cli import main
-
-sys.exit(main())
+console()

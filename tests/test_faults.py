@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.abc
 import io
 import json
 import multiprocessing
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,9 +33,11 @@ import pytest
 import torch
 
 # Every training step of a preloaded split augments its batch here (data.loops.training_batches).
+import codesign
 import codesign.data.loops as loops
 import codesign.io
 import codesign.study.variants as variants
+from codesign import launch
 from codesign.cli import demo_checkpoint, main
 from codesign.errors import ResultError
 
@@ -324,3 +329,33 @@ def test_a_read_only_out_is_refused_before_work_and_keeps_earlier_results(
         assert (out / "result.json").read_bytes() == before
     finally:
         out.chmod(0o700)
+
+
+class _InterruptedImport(importlib.abc.MetaPathFinder):
+    """A Ctrl-C that arrives while ``codesign.cli`` (torch and all) is being imported."""
+
+    def find_spec(self, name: str, path: object, target: object = None) -> None:
+        if name == "codesign.cli":
+            raise KeyboardInterrupt
+        return None
+
+
+def test_ctrl_c_while_the_command_imports_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in [m for m in sys.modules if m == "codesign.cli" or m.startswith("codesign.cli.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [_InterruptedImport(), *sys.meta_path])
+    assert launch.run(["--help"]) == launch.INTERRUPTED_EXIT
+    assert capsys.readouterr().err == "codesign: interrupted\n"
+
+
+def test_the_launcher_imports_nothing_heavy() -> None:
+    """What runs before the launcher's try block must not pull in torch."""
+    code = "import sys, codesign.launch; print('torch' in sys.modules)"
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert shown.stdout.strip() == "False", shown.stderr
+    # and the lazy package still offers its whole API
+    code = "import codesign; print(sorted(n for n in codesign.__all__ if getattr(codesign, n)))"
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert shown.stdout.strip() == str(sorted(codesign.__all__)), shown.stderr
