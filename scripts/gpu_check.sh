@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device check on a machine with a CUDA GPU (about 8 minutes on one GPU):
+# Device check on a machine with a CUDA GPU (meant to finish within 8 minutes on one GPU):
 #   1. the device-parametrized tests (the CPU and CUDA side by side);
 #   2. one digits QAT on the GPU in bf16 against the same QAT on the CPU in fp32;
 #   3. W4A4 QAT of the shared ResNet-20 (first/last layers at 8 bits) on the GPU and on this
