@@ -6,9 +6,11 @@ no-op in a single process, so the same code runs with and without torchrun.
 
 What the package keeps identical across ranks: every rank loads the same data and draws the
 same seeded subsets; the training loop shards each global batch across ranks and
-``DistributedDataParallel`` averages the gradients; calibrated quantizers, masks and batch-norm
-statistics are broadcast from rank 0 (:func:`broadcast_state_`); only rank 0 writes files, the
-others wait at a :func:`barrier`.
+``DistributedDataParallel`` averages the gradients; calibration shards its images across ranks
+and reduces what it measured (:func:`all_reduce_`, :func:`sum_count`, :func:`all_gather_cat`),
+so every rank computes the quantizers of the whole calibration set; masks, quantizers and
+batch-norm statistics are then broadcast from rank 0 (:func:`broadcast_state_`); only rank 0
+writes files, the others wait at a :func:`barrier`.
 """
 
 from __future__ import annotations
@@ -83,6 +85,11 @@ def is_writer() -> bool:
     return not active() or dist.get_rank() == 0
 
 
+def rank() -> int:
+    """This process's rank in the group (0 in a single process)."""
+    return dist.get_rank() if active() else 0
+
+
 def barrier() -> None:
     """Wait for every rank (a no-op in a single process)."""
     if active():
@@ -98,6 +105,33 @@ def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
     if active():
         dist.all_reduce(tensor, op=getattr(dist.ReduceOp, _OPS[op]))
     return tensor
+
+
+def sum_count(count: int, device: torch.device) -> int:
+    """``count`` summed over every rank (a tensor on ``device`` crosses: NCCL needs the GPU);
+    ``count`` itself in a single process."""
+    if not active():
+        return count
+    return int(all_reduce_(torch.tensor([count], dtype=torch.int64, device=device)).item())
+
+
+def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
+    """The 1-D ``tensor`` of every rank, concatenated in rank order (lengths may differ);
+    ``tensor`` itself in a single process. Used where a statistic is not a sum (activation
+    samples whose clipping range is searched), so every rank holds the union."""
+    if not active():
+        return tensor
+    world = dist.get_world_size()
+    length = torch.tensor([tensor.numel()], dtype=torch.int64, device=tensor.device)
+    lengths = [torch.empty_like(length) for _ in range(world)]
+    dist.all_gather(lengths, length)
+    counts = [int(n.item()) for n in lengths]
+    # all_gather moves equal shapes only: pad to the longest, cut each part back.
+    padded = tensor.new_zeros(max(counts))
+    padded[: tensor.numel()] = tensor
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:n] for part, n in zip(parts, counts, strict=True)])
 
 
 def all_true(flag: torch.Tensor | bool, device: torch.device | None = None) -> bool:

@@ -24,10 +24,16 @@ the work) belongs to one measurement only.
 
 Random inputs stand in for images: neither cost depends on pixel values (the ReLUs still make
 activations sparse). Threads: ``--threads`` (default 1; on a small shared machine torch's
-multi-thread kernels wait on descheduled workers).
+multi-thread kernels wait on descheduled workers). ``--device`` (default cpu; ``cuda``,
+``cuda:N``): where the model, the images, the capture and the solvers run (the datapath
+simulators read the captured records on the CPU); on a GPU every timestamp waits for the
+device's queued work (``torch.cuda.synchronize``), and the peak GPU memory is printed. The
+CPU-time ratio is a CPU measure: on a GPU it counts the host's share only. The exit status is
+1 when a measurement failed.
 
-Run: python scripts/bench_scale.py [--quick] [--hw-models M ...] [--ptq-models M ...]
-     [--solvers adaround sparsegpt gptq] [--images 64] [--batch 16] [--calib 64]
+Run: python scripts/bench_scale.py [--quick] [--device cpu|cuda] [--hw-models M ...]
+     [--ptq-models M ...] [--solvers adaround sparsegpt gptq] [--images 64] [--batch 16]
+     [--calib 64]
 """
 
 from __future__ import annotations
@@ -52,13 +58,31 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def model_and_images(name: str, count: int) -> tuple[nn.Module, torch.Tensor]:
+def model_and_images(name: str, count: int, device: str = "cpu") -> tuple[nn.Module, torch.Tensor]:
+    """The model and ``count`` random images on ``device`` (drawn on the CPU: the same values
+    on every device)."""
     from codesign.models import create_model
     from codesign.models.registry import is_cifar_model
 
     size = 32 if is_cifar_model(name) else 224
     torch.manual_seed(0)
-    return create_model(name).eval(), torch.randn(count, 3, size, size)
+    images = torch.randn(count, 3, size, size).to(device)
+    return create_model(name).eval().to(device), images
+
+
+def now_s(device: str) -> float:
+    """``time.perf_counter()`` once the work queued on ``device`` is done (a GPU runs
+    asynchronously: without the wait a timer measures only the launches)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def peak_gpu_mb(device: str) -> float | None:
+    """Peak GPU memory allocated by torch in this process, in MiB (None on the CPU)."""
+    if not device.startswith("cuda"):
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
 
 
 def batched_loop(images: torch.Tensor, batch: int) -> Any:
@@ -81,33 +105,33 @@ def spread(names: list[str], count: int) -> list[str]:
 # -- children: one measurement per process --------------------------------------------------
 
 
-def hw_round(model: nn.Module, loop: Any, archs: list[Any]) -> dict[str, Any]:
+def hw_round(model: nn.Module, loop: Any, archs: list[Any], device: str) -> dict[str, Any]:
     """One round: the plain forward, capture + every datapath, the plain forward again."""
     from codesign.hw import capture, simulate, summarize
     from codesign.hw.dense import best_mapping
 
-    started, cpu = time.perf_counter(), time.process_time()
+    started, cpu = now_s(device), time.process_time()
     loop(model)
-    forward_before_s = time.perf_counter() - started
+    forward_before_s = now_s(device) - started
     forward_cpu_s = time.process_time() - cpu
 
     best_mapping.cache_clear()  # every mapping search is paid for, as in a fresh process
-    started, cpu = time.perf_counter(), time.process_time()
+    started, cpu = now_s(device), time.process_time()
     records = capture(model, loop)
-    capture_s = time.perf_counter() - started
+    capture_s = now_s(device) - started
     simulate_s: dict[str, float] = {}
     for arch in archs:
         t0 = time.perf_counter()
         summarize(simulate(records, arch), arch.name)
         simulate_s[arch.name] = time.perf_counter() - t0
-    total_s = time.perf_counter() - started
+    total_s = now_s(device) - started
     total_cpu_s = time.process_time() - cpu
     layers = len(records)
     del records  # the next round's must not coexist with these
 
-    started, cpu = time.perf_counter(), time.process_time()
+    started, cpu = now_s(device), time.process_time()
     loop(model)
-    forward_after_s = time.perf_counter() - started
+    forward_after_s = now_s(device) - started
     forward_cpu_s += time.process_time() - cpu
     return {
         "layers": layers,
@@ -125,12 +149,13 @@ def child_hw(task: dict[str, Any]) -> dict[str, Any]:
     from codesign.hw import load_arch
     from codesign.resources import bundled_names, resolve_named_file
 
-    model, images = model_and_images(task["model"], task["images"])
+    device = task["device"]
+    model, images = model_and_images(task["model"], task["images"], device)
     loop = batched_loop(images, task["batch"])
     archs = [load_arch(resolve_named_file(name, "hardware")) for name in bundled_names("hardware")]
     loop(model)  # warm-up: allocator and kernel selection
     rss_forward_mb = peak_rss_mb()
-    rounds = [hw_round(model, loop, archs) for _ in range(task["rounds"])]
+    rounds = [hw_round(model, loop, archs, device) for _ in range(task["rounds"])]
     median = sorted(rounds, key=lambda r: r["ratio"])[len(rounds) // 2]
     return {
         **median,
@@ -138,6 +163,7 @@ def child_hw(task: dict[str, Any]) -> dict[str, Any]:
         "cpu_ratios": [r["cpu_ratio"] for r in rounds],
         "rss_forward_mb": rss_forward_mb,
         "rss_peak_mb": peak_rss_mb(),
+        "gpu_peak_mb": peak_gpu_mb(device),
     }
 
 
@@ -148,7 +174,8 @@ def child_solver(task: dict[str, Any]) -> dict[str, Any]:
     from codesign.sparsity.apply import prune_model_
     from codesign.sparsity.prune import plan_pruning
 
-    model, images = model_and_images(task["model"], task["calib"])
+    device = task["device"]
+    model, images = model_and_images(task["model"], task["calib"], device)
     loop = batched_loop(images, task["batch"])
     solver, count = task["solver"], task["layers"]
     rss_start_mb = peak_rss_mb()
@@ -159,9 +186,9 @@ def child_solver(task: dict[str, Any]) -> dict[str, Any]:
         chosen = spread(candidates, count)
         skipped = tuple(LayerOverride(n, skip=True) for n in candidates if n not in chosen)
         spec = SparsitySpec(sparsity="0.5", method="sparsegpt", overrides=skipped)
-        started = time.perf_counter()
+        started = now_s(device)
         prune_model_(model, spec, calibration=loop)
-        seconds = time.perf_counter() - started
+        seconds = now_s(device) - started
     else:
         candidates = [name for name, _ in quantizable_layers(model)]
         chosen = spread(candidates, count)
@@ -173,9 +200,9 @@ def child_solver(task: dict[str, Any]) -> dict[str, Any]:
             overrides=tuple(LayerOverride(n, weight_bits=4) for n in chosen),
         )
         quantized = quantize_(copy.deepcopy(model), spec)
-        started = time.perf_counter()
+        started = now_s(device)
         info = calibrate(quantized, loop, spec, float_model=model)
-        seconds = time.perf_counter() - started
+        seconds = now_s(device) - started
         per_layer = {n: float(v["seconds"]) for n, v in info.get(solver, {}).items()}
     return {
         "layers": len(chosen),
@@ -185,6 +212,7 @@ def child_solver(task: dict[str, Any]) -> dict[str, Any]:
         "per_layer_s": per_layer,
         "rss_start_mb": rss_start_mb,
         "rss_peak_mb": peak_rss_mb(),
+        "gpu_peak_mb": peak_gpu_mb(device),
     }
 
 
@@ -200,10 +228,11 @@ def run_child(task: dict[str, Any], threads: int) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def report_hw(name: str, images: int, batch: int, r: dict[str, Any]) -> None:
+def report_hw(name: str, images: int, batch: int, r: dict[str, Any]) -> bool:
+    """Print one model's hardware-model timings; False when its measurement failed."""
     if "error" in r:
         print(f"{name}: FAILED: {r['error']}")
-        return
+        return False
     forward_s = (r["forward_before_s"] + r["forward_after_s"]) / 2
     sims = r["simulate_s"]
     pairs = zip(r["ratios"], r["cpu_ratios"], strict=True)
@@ -228,12 +257,16 @@ def report_hw(name: str, images: int, batch: int, r: dict[str, Any]) -> None:
         f"  peak RSS               {r['rss_peak_mb']:7.0f} MiB "
         f"(after the forward alone {r['rss_forward_mb']:.0f} MiB; target < 2048)"
     )
+    if r.get("gpu_peak_mb") is not None:
+        print(f"  peak GPU memory        {r['gpu_peak_mb']:7.0f} MiB")
+    return True
 
 
-def report_solver(model: str, solver: str, r: dict[str, Any]) -> None:
+def report_solver(model: str, solver: str, r: dict[str, Any]) -> bool:
+    """Print one solver run; False when it failed."""
     if "error" in r:
         print(f"  {model:9s} {solver:9s} FAILED: {r['error']}")
-        return
+        return False
     line = (
         f"  {model:9s} {solver:9s} {r['layers']:3d}/{r['of_layers']:<3d} layers "
         f"{r['seconds']:8.1f} s  {r['seconds_per_layer']:7.2f} s/layer  "
@@ -248,10 +281,13 @@ def report_solver(model: str, solver: str, r: dict[str, Any]) -> None:
         )
         if len(steps) <= 8:
             line += "".join(f"\n{'':24s}{name:24s} {sec:8.2f} s" for name, sec in steps.items())
+    if r.get("gpu_peak_mb") is not None:
+        line += f"\n{'':22s}peak GPU memory {r['gpu_peak_mb']:.0f} MiB"
     print(line)
+    return True
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="16 images, ResNet-20 solvers")
     parser.add_argument("--hw-models", nargs="*", default=None, help="default: resnet50")
@@ -273,15 +309,22 @@ def main() -> None:
         help="layers per solver run, 0 = all (default: all on CIFAR models, 8 on ImageNet ones)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--device", default="cpu", help="cpu (default), cuda or cuda:N: where the work runs"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if not (args.device == "cpu" or args.device.split(":")[0] == "cuda"):
+        parser.error(f"--device {args.device}: give cpu, cuda or cuda:N")
+    if args.device != "cpu" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
 
     if args.child is not None:
         task = json.loads(args.child)
         result = child_hw(task) if task["kind"] == "hw" else child_solver(task)
         print(json.dumps(result))
-        return
+        return 0
 
     quick = args.quick
     hw_models = args.hw_models if args.hw_models is not None else ["resnet50"]
@@ -296,7 +339,9 @@ def main() -> None:
             return args.solver_layers
         return 4 if quick else (0 if is_cifar_model(model) else 8)
 
-    print(f"torch {torch.__version__}, {args.threads} thread(s)")
+    where = torch.cuda.get_device_name(args.device) if args.device != "cpu" else "the CPU"
+    print(f"torch {torch.__version__}, {args.threads} thread(s), on {where} ({args.device})")
+    passed = True
 
     for name in hw_models:
         task = {
@@ -305,8 +350,9 @@ def main() -> None:
             "images": images,
             "batch": args.batch,
             "rounds": args.rounds or (1 if quick else 3),
+            "device": args.device,
         }
-        report_hw(name, images, args.batch, run_child(task, args.threads))
+        passed &= report_hw(name, images, args.batch, run_child(task, args.threads))
 
     from codesign.config import PTQ_METHODS
 
@@ -324,9 +370,11 @@ def main() -> None:
                 "calib": calib,
                 "batch": args.calib_batch,
                 "layers": solver_layers(name),
+                "device": args.device,
             }
-            report_solver(name, solver, run_child(task, args.threads))
+            passed &= report_solver(name, solver, run_child(task, args.threads))
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,8 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from codesign import distributed
 from codesign.cli import main
-from codesign.distributed import RANK_DIGEST_ENV, all_reduce_, all_true, broadcast_state_
+from codesign.distributed import (
+    RANK_DIGEST_ENV,
+    all_gather_cat,
+    all_reduce_,
+    all_true,
+    broadcast_state_,
+    sum_count,
+)
 from codesign.io import tensors_digest
 from codesign.pipeline import load_model
 from codesign.resources import bundled_checkpoint
@@ -132,6 +140,11 @@ def test_helpers_are_identities_in_one_process():
     tensor = torch.tensor([1.0, -2.0])
     assert all_reduce_(tensor, "max") is tensor and tensor.tolist() == [1.0, -2.0]
     assert all_true(True) and not all_true(torch.tensor(False))
+    assert (
+        all_gather_cat(tensor) is tensor
+        and sum_count(7, tensor.device) == 7
+        and distributed.rank() == 0
+    )
     module = torch.nn.Linear(2, 2)
     before = tensors_digest(module.state_dict())
     broadcast_state_(module)

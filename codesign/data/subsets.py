@@ -134,3 +134,26 @@ def subset_info(labels: torch.Tensor, indices: torch.Tensor, num_classes: int) -
         per_class=tuple(int(c) for c in torch.bincount(chosen, minlength=num_classes)),
         digest=digest[:16],
     )
+
+
+def rank_shard(labels: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Positions (int64, ascending) of rank ``rank``'s share of a subset with ``labels``
+    (in the subset's order): the subset ordered by class (stable), then every
+    ``world_size``-th from ``rank``. The shards partition the subset, their sizes differ by
+    at most one, and so do each class's counts in them; each shard keeps the subset's own
+    (seeded, class-mixed) order. One process (``world_size`` 1) holds every position.
+
+    >>> rank_shard(torch.tensor([0, 1, 0, 1, 1, 0]), 0, 2).tolist()
+    [0, 3, 5]
+    >>> rank_shard(torch.tensor([0, 1, 0, 1, 1, 0]), 1, 2).tolist()
+    [1, 2, 4]
+    """
+    if not 0 <= rank < world_size:
+        raise DataError(f"rank {rank} is not one of {world_size} ranks")
+    if labels.numel() < world_size:
+        raise DataError(
+            f"{labels.numel()} calibration samples cannot be shared by {world_size} processes: "
+            f"give at least {world_size} (--calib-samples), or run fewer processes"
+        )
+    by_class = torch.sort(labels, stable=True).indices
+    return by_class[rank::world_size].sort().values

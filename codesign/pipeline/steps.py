@@ -26,6 +26,7 @@ from torch import nn
 from codesign import distributed
 from codesign.config import QuantSpec, SparsitySpec, TrainSpec, to_dict
 from codesign.data import Dataset, evaluate, make_forward_loop
+from codesign.data.subsets import rank_shard
 from codesign.errors import ConfigError
 from codesign.io import tensors_digest
 from codesign.runtime import Runtime
@@ -181,9 +182,15 @@ def _state_key(step: Any, ctx: BuildContext, info: BuildInfo) -> str:
 
 
 def _calibration(ctx: BuildContext, info: BuildInfo) -> Callable[[nn.Module], None]:
+    """The forward loop over this rank's share of the calibration set (all of it in one
+    process); the calibration code reduces what each rank measures, so every rank computes
+    from the whole set. The result records the whole set."""
     images, subset = ctx.dataset.calibration_set(ctx.calib_samples)
     info.subsets["calibration"] = subset.to_dict()
-    return make_forward_loop(images, 256, device=ctx.runtime.torch_device)
+    runtime = ctx.runtime
+    if runtime.distributed:
+        images = images.select(rank_shard(images.labels, runtime.rank, runtime.world_size))
+    return make_forward_loop(images, 256, device=runtime.torch_device)
 
 
 @register_step(PruneStep)
@@ -193,8 +200,9 @@ def _prune(model: nn.Module, step: PruneStep, ctx: BuildContext, info: BuildInfo
     # Only SparseGPT reads calibration images; magnitude masks record no calibration subset.
     calibration = _calibration(ctx, info) if step.sparsity.method == "sparsegpt" else None
     info.pruning.update(prune_model_(model, step.sparsity, calibration))
-    # Every rank computed the same masks from the same weights and calibration images; rank
-    # 0's are kept so no kernel's rounding can make two ranks disagree.
+    # Every rank computed the same masks from the same weights and the Hessians of the whole
+    # calibration set (summed over the ranks' shards); rank 0's are kept so no kernel's
+    # rounding can make two ranks disagree.
     distributed.broadcast_state_(model)
     return model
 
@@ -249,8 +257,9 @@ def _ptq(model: nn.Module, step: PTQStep, ctx: BuildContext, info: BuildInfo) ->
         float_model=model,
         learned_rounding=step.learned_rounding,
     )
-    # Every rank calibrated on the same seeded images; rank 0's scales (and learned
-    # rounding) are broadcast so every rank holds bit-identical quantizers.
+    # Every rank calibrated on its shard with the statistics reduced over all shards, so every
+    # rank computed the same scales and rounding (bit for bit on the CPU); rank 0's are
+    # broadcast so no GPU kernel's rounding can make two ranks disagree.
     distributed.broadcast_state_(quantized)
     info.calib_seconds += calibrated["calib_seconds"]
     return quantized

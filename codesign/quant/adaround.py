@@ -31,6 +31,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from codesign import distributed
 from codesign.data.loops import ForwardLoop
 from codesign.errors import QuantError
 from codesign.quant.fold import fold_batchnorm_
@@ -93,19 +94,28 @@ def gram_matrices(
     """(G_ff, G_fq, G_qq) [D, D], each the mean of x_a x_b^T over sampled positions.
 
     ``float_inputs``/``quant_inputs``: the same batches seen by the float and the quantized
-    layer (quant ones already through the layer's input quantizer).
+    layer (quant ones already through the layer's input quantizer). Under torch.distributed
+    they are this rank's shard: the positions are sampled from the rows of every rank's
+    shard (concatenated in rank order), each rank sums the products of the sampled rows it
+    holds, and the sums are added over the ranks, so every rank holds the Gram matrices one
+    process computes on the concatenated shards.
     """
     count = sum(im2col_row_count(layer, x) for x in float_inputs)
+    counts = distributed.all_gather_cat(torch.tensor([count], device=layer.weight.device))
+    total, offset = int(counts.sum()), int(counts[: distributed.rank()].sum())
     # Only the sampled rows are built (the same rows, in the same order, as sampling the
     # concatenation of every batch's im2col rows).
-    if count > GRAM_ROWS:
-        keep = torch.randperm(count, generator=generator)[:GRAM_ROWS]
+    if total > GRAM_ROWS:
+        keep = torch.randperm(total, generator=generator)[:GRAM_ROWS]
     else:
-        keep = torch.arange(count)
-    rows_f = im2col_rows(layer, float_inputs, keep)
-    rows_q = im2col_rows(layer, quant_inputs, keep)
-    n = rows_f.shape[0]
-    return rows_f.T @ rows_f / n, rows_f.T @ rows_q / n, rows_q.T @ rows_q / n
+        keep = torch.arange(total)
+    local = keep[(keep >= offset) & (keep < offset + count)] - offset
+    rows_f = im2col_rows(layer, float_inputs, local)
+    rows_q = im2col_rows(layer, quant_inputs, local)
+    n = keep.numel()
+    products = (rows_f.T @ rows_f, rows_f.T @ rows_q, rows_q.T @ rows_q)
+    g_ff, g_fq, g_qq = (distributed.all_reduce_(product) / n for product in products)
+    return g_ff, g_fq, g_qq
 
 
 ErrorFn = Callable[[torch.Tensor], torch.Tensor]

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from codesign import distributed
 from codesign.config import LayerOverride, QuantSpec, resolve_overrides
 from codesign.data.loops import ForwardLoop
 from codesign.errors import QuantError
@@ -303,5 +304,7 @@ def correct_bias_(
         for handle in handles:
             handle.remove()
     for name, layer in targets.items():
-        layer.bias.data.sub_(sums[name] / counts[name])
+        # Under torch.distributed: the sums and counts of every rank's calibration shard.
+        total = distributed.sum_count(counts[name], sums[name].device)
+        layer.bias.data.sub_(distributed.all_reduce_(sums[name]) / total)
     return list(targets)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from codesign import distributed
 from codesign.quant.ranges import estimate_scale, integer_range, weight_scales
 
 
@@ -170,11 +171,17 @@ class ActQuantizer(nn.Module):
         )
 
     def finish_observation(self, method: str, percentile: float = 99.99) -> None:
-        """Turn the observed samples into ``signed`` and ``scale``; switch to ``quantize``."""
+        """Turn the observed samples into ``signed`` and ``scale``; switch to ``quantize``.
+
+        Under torch.distributed each rank observed its shard of the calibration set: the
+        samples of every rank are gathered (in rank order) and the minimum is reduced, so
+        every rank estimates the scale of the whole set from the same values.
+        """
         if not self._samples or self._min_seen is None:
             raise RuntimeError("activation quantizer saw no data during calibration")
-        samples = torch.cat(self._samples)
-        self.signed.fill_(bool(self._min_seen < 0))
+        samples = distributed.all_gather_cat(torch.cat(self._samples))
+        low = distributed.all_reduce_(self._min_seen.reshape(1).clone(), "min")
+        self.signed.fill_(bool(low < 0))
         self.scale.data.copy_(
             estimate_scale(samples, self.bits, bool(self.signed), method, percentile)
         )

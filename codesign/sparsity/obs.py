@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from codesign import distributed
 from codesign.config import SparsitySpec
 from codesign.data.loops import ForwardLoop
 from codesign.errors import CodesignError, SparsityError
@@ -61,6 +62,8 @@ def input_hessian(
     Hessian is computed there. SparseGPT and GPTQ share it. ``product_dtype``: the precision
     of each batch's X^T X (batches are summed in float64): SparseGPT's float64, or float32
     as the GPTQ reference computes it (3x faster on a CPU, relative error about 1e-6).
+    Under torch.distributed, ``inputs`` are this rank's shard: the sum X^T X and the row
+    count are summed over the ranks, so every rank holds the Hessian of the whole set.
     """
     if not inputs:
         raise SparsityError("SparseGPT needs calibration inputs: the forward loop gave none")
@@ -72,6 +75,8 @@ def input_hessian(
         columns = im2col(layer, batch, channel_last=True).to(product_dtype)
         hessian += (columns.T @ columns).double()
         rows += columns.shape[0]
+    distributed.all_reduce_(hessian)
+    rows = distributed.sum_count(rows, device)
     if rows == 0:
         raise SparsityError("SparseGPT needs calibration inputs: the forward loop gave none")
     return hessian / rows
