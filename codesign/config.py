@@ -54,7 +54,7 @@ __all__ = [
 # ``codesign prune --prune-method``).
 PruneMethod = Literal["magnitude", "sparsegpt"]
 PRUNE_METHODS: tuple[str, ...] = get_args(PruneMethod)
-PtqMethod = Literal["auto", "minmax", "percentile", "mse", "adaround", "gptq"]
+PtqMethod = Literal["auto", "minmax", "percentile", "mse", "adaround", "gptq", "brecq"]
 PTQ_METHODS: tuple[str, ...] = get_args(PtqMethod)
 # Training images that calibrate PTQ ranges and feed SparseGPT, unless a command or recipe
 # says otherwise (``--calib-samples``, ``[data] calib_samples``).
