@@ -177,9 +177,8 @@ def drop_quantization(
     quantized: torch.Tensor, unquantized: torch.Tensor, drop_prob: float, generator: torch.Generator
 ) -> torch.Tensor:
     """QDrop's mix: each element is ``unquantized`` with probability ``drop_prob``, else
-    ``quantized`` (same shapes; ``generator`` on their device)."""
-    if drop_prob <= 0.0:
-        return quantized
+    ``quantized`` (same shapes; ``generator`` on their device). Drawn at every probability,
+    0 included, so the plain path (``drop_prob`` 0) runs the same code as QDrop's."""
     draw = torch.rand(quantized.shape, generator=generator, device=quantized.device)
     return torch.where(draw < drop_prob, unquantized, quantized)
 
@@ -193,7 +192,7 @@ def _dropping(
     def hook(_: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
         return drop_quantization(output, inputs[0], drop_prob, generator)
 
-    handles = [q.register_forward_hook(hook) for q in quantizers] if drop_prob > 0 else []
+    handles = [q.register_forward_hook(hook) for q in quantizers]
     try:
         yield
     finally:
@@ -250,7 +249,8 @@ def reconstruct_unit(
         decisions = [s.v for s in soft.values()]
         groups: list[dict] = [{"params": decisions, "lr": config.lr}]
         groups += [
-            {"params": [q.scale], "lr": config.scale_lr * float(q.scale.abs())} for q in quantizers
+            {"params": [q.scale], "lr": config.scale_lr * float(q.scale.detach().abs())}
+            for q in quantizers
         ]
         optimizer = torch.optim.Adam(groups)
         weights = sum(v.numel() for v in decisions)

@@ -22,7 +22,7 @@ from codesign.data.loops import ForwardLoop
 from codesign.errors import QuantError
 from codesign.models.residual import ResidualAdd
 from codesign.quant.adaround import adaround_
-from codesign.quant.brecq import brecq_, reconstruction_units
+from codesign.quant.brecq import BrecqConfig, brecq_, reconstruction_units
 from codesign.quant.fold import fold_batchnorm_
 from codesign.quant.gptq import gptq_
 from codesign.quant.modules import (
@@ -209,6 +209,7 @@ def calibrate(
     float_model: nn.Module | None = None,
     learned_rounding: bool = True,
     on_layer: LayerTimer | None = None,
+    brecq_config: BrecqConfig | None = None,
 ) -> dict[str, Any]:
     """Set every weight and activation scale of a quantized model from data.
 
@@ -229,7 +230,8 @@ def calibrate(
     ``gptq``. Returns ``{"calib_seconds", "method", ...}`` (``method``: the one that ran, what
     ``auto`` chose) and each solver's per-layer (per-unit) report under its name
     (``"adaround"``, ``"gptq"``, ``"brecq"``); ``on_layer(name, seconds)`` is called as the
-    solver finishes each layer or unit (propagation to it included).
+    solver finishes each layer or unit (propagation to it included); ``brecq_config``: the
+    reconstruction's settings (default ``BrecqConfig()``).
     """
     started = time.perf_counter()
     layers = quant_layers(model)
@@ -279,7 +281,7 @@ def calibrate(
     reconstructed: list[str] = []
     if reconstructing:
         reconstructed = [name for _, unit in reconstruction_units(model) for name, _ in unit]
-        info["brecq"] = brecq_(model, float_model, forward_loop, on_layer=on_layer)
+        info["brecq"] = brecq_(model, float_model, forward_loop, brecq_config, on_layer=on_layer)
     if spec.bias_correction:
         skip = {name for name, _ in rounding_layers + solved_layers} | set(reconstructed)
         info["bias_corrected"] = correct_bias_(model, float_model, forward_loop, skip=skip)
