@@ -57,7 +57,8 @@ def test_best_top1_wins_and_kl_breaks_ties():
     assert record["seconds"] == 27.0
 
 
-def test_candidates_estimated_past_the_limit_are_skipped_but_the_first_always_runs():
+def test_candidates_estimated_past_the_limit_are_skipped_but_the_first_always_runs(monkeypatch):
+    monkeypatch.setattr(choice, "RELATIVE_COST", {"gptq": 1.0, "adaround": 9.0, "brecq": 17.0})
     clock = FakeClock()
     seconds = {"gptq": 2.0, "adaround": 18.0, "brecq": 34.0}
     scores = {"gptq": (90.0, 0.1), "adaround": (95.0, 0.05), "brecq": (99.0, 0.01)}
