@@ -126,3 +126,24 @@ def test_ptq_auto_with_a_limit_records_every_candidate_and_keeps_the_best(tmp_pa
     assert record["chosen"] == best
     assert result["quant"]["calib_budget_s"] == 100000.0
     assert result["calib_seconds"] >= sum(c["calib_seconds"] for c in candidates.values())
+
+
+@pytest.mark.parametrize(
+    "weight_bits,act_bits,learned,expected",
+    [
+        (8, 8, True, "adaround"),  # nothing below 8 bits: min-max ranges, nothing to round
+        (4, 8, True, "gptq"),
+        (4, 4, True, "brecq"),
+        (8, 4, True, "brecq"),
+        (4, 4, False, "adaround"),  # before QAT: MSE ranges, nearest rounding
+    ],
+)
+def test_auto_without_a_limit_follows_the_bit_widths(weight_bits, act_bits, learned, expected):
+    from codesign.config import QuantSpec
+    from codesign.models import create_model
+    from codesign.quant import quantize_
+    from codesign.quant.ptq import auto_method
+
+    spec = QuantSpec(weight_bits=weight_bits, act_bits=act_bits, keep_8bit=("first", "last"))
+    model = quantize_(create_model("resnet8", num_classes=10), spec)
+    assert auto_method(model, learned) == expected
