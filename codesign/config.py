@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal, get_args
 
@@ -54,7 +55,7 @@ __all__ = [
 # ``codesign prune --prune-method``).
 PruneMethod = Literal["magnitude", "sparsegpt"]
 PRUNE_METHODS: tuple[str, ...] = get_args(PruneMethod)
-PtqMethod = Literal["auto", "minmax", "percentile", "mse", "adaround", "gptq"]
+PtqMethod = Literal["auto", "minmax", "percentile", "mse", "adaround", "gptq", "brecq"]
 PTQ_METHODS: tuple[str, ...] = get_args(PtqMethod)
 # Training images that calibrate PTQ ranges and feed SparseGPT, unless a command or recipe
 # says otherwise (``--calib-samples``, ``[data] calib_samples``).
@@ -66,6 +67,8 @@ DEFAULT_VALIDATION_FRACTION = 0.1
 # torch.manual_seed takes an unsigned 64-bit seed; a larger one fails mid-run.
 MAX_SEED = 2**64 - 1
 Seed = Annotated[int, between(0, MAX_SEED, "from 0 to 2**64 - 1")]
+
+FinitePositive = Annotated[float, Check(lambda value: math.isfinite(value) and value > 0, "> 0")]
 
 SUPPORTED_BITS = range(2, 9)
 Bits = Annotated[int, Check(lambda bits: bits in SUPPORTED_BITS, "from 2 to 8")]
@@ -158,6 +161,12 @@ class QuantSpec:
     modules) are quantized per tensor to this width, as an integer adder sees them; 0 leaves
     the sums in float. ``quantize_bias``: every bias is rounded to its layer's accumulator
     grid ``s_w[k] * s_x`` (int32 codes), as integer hardware adds it; false adds it in float.
+    ``method`` brecq: block reconstruction with QDrop (``codesign.quant.brecq``): rounding and
+    activation step sizes of each residual block learned against the float block's output.
+    ``auto`` without ``calib_budget_s`` runs brecq when some layer input is below 8 bits,
+    gptq when only weights are, and min-max ranges at 8 bits; with ``calib_budget_s``
+    (seconds) it runs gptq, adaround and brecq, cheapest first, while they fit in that time,
+    and keeps the one best on the validation split (``codesign.quant.choice``).
     """
 
     weight_bits: Bits = 8
@@ -171,12 +180,22 @@ class QuantSpec:
     overrides: tuple[LayerOverride, ...] = ()
     residual_bits: ResidualBits = 8
     quantize_bias: bool = True
+    calib_budget_s: FinitePositive | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.calib_budget_s is not None and self.method != "auto":
+            raise ConfigError(
+                f"quant.calib_budget_s chooses among methods under method 'auto'; method "
+                f"{self.method!r} runs alone: drop calib_budget_s or use method 'auto'"
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
+        data = to_dict(self)
+        # Left out when unset, so the specs (and cache keys) of runs without it stay as they were.
+        if data["calib_budget_s"] is None:
+            del data["calib_budget_s"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "quant") -> QuantSpec:

@@ -6,13 +6,55 @@ from pathlib import Path
 import pytest
 import torch
 
-from codesign.cli import main
+from codesign.cli import demo_checkpoint, main
 
 from .conftest import CIFAR_SUBSET, RESNET20_CHECKPOINT, needs_shared
 
 
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "codesign", *args], capture_output=True, text=True)
+
+
+PTQ_DIGITS = ["ptq", "--checkpoint", "{ckpt}", "--weight-bits", "4", "--act-bits", "4"]
+
+
+@pytest.mark.parametrize(
+    "budget,message",
+    [
+        ("0", "expected a number > 0"),
+        ("-1", "expected a number > 0"),
+        ("nan", "expected a finite number"),
+        ("inf", "expected a finite number"),
+        ("abc", "expected a number"),
+    ],
+)
+def test_bad_calib_budget_exits_2_with_one_line_before_work(tmp_path, budget, message):
+    out = tmp_path / "out"
+    argv = [a.format(ckpt=demo_checkpoint()) for a in PTQ_DIGITS]
+    result = run_cli(*argv, "--calib-budget-s", budget, "--out", str(out))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+    assert "--calib-budget-s" in lines[0]
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--method", "gptq", "--calib-budget-s", "5"], "method 'gptq' runs alone"),
+    ],
+)
+def test_calib_budget_only_with_auto(tmp_path, extra, message):
+    out = tmp_path / "out"
+    argv = [a.format(ckpt=demo_checkpoint()) for a in PTQ_DIGITS]
+    result = run_cli(*argv, *extra, "--out", str(out))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+    assert not out.exists() or not any(out.iterdir())
+    qat = ["qat" if a == "ptq" else a for a in argv]
+    result = run_cli(*qat, "--calib-budget-s", "5", "--out", str(out))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "QAT" in lines[0], result.stderr
 
 
 @pytest.mark.parametrize(

@@ -117,7 +117,7 @@ def bad_command(draw, files: dict[str, list[str]], root: Path) -> tuple[list[str
     kinds = ["out", "unknown-flag", "missing-flag", "data", "validation", "seed"]
     kinds += ["checkpoint", "model"] if command in CHECKPOINTED else ["train-model"]
     if command in QUANTIZING or command == "prune":
-        kinds += ["bits", "keep-8bit", "calib", "method"]
+        kinds += ["bits", "keep-8bit", "calib", "method", "budget"]
     if command in QUANTIZING:
         kinds += ["quantized"]
     if command in TRAINING:
@@ -180,6 +180,8 @@ def bad_command(draw, files: dict[str, list[str]], root: Path) -> tuple[list[str
     elif kind == "method":
         flags.update({"--weight-bits": "4", "--act-bits": "4"})
         flags["--method"] = draw(st.text(alphabet="xyzqk", min_size=1, max_size=6))
+    elif kind == "budget":
+        flags["--calib-budget-s"] = draw(bad_float(lambda v: v > 0))
     elif kind == "epochs":
         flags["--epochs"] = draw(bad_int(0))
     elif kind == "lr":

@@ -125,6 +125,8 @@ def cmd_ptq(args: argparse.Namespace) -> dict[str, Any]:
         "quant": spec.to_dict(),
         "layers": layer_bits_rows(model),
     }
+    if info.method_choice is not None:
+        result["method_choice"] = info.method_choice
     _save(args, model, name, {**recipe, "quant": spec.to_dict()}, runtime)
     return finish(args.out, result, len(dataset.test), args.seed, runtime)
 

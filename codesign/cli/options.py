@@ -260,10 +260,21 @@ def add_quant_args(parser: argparse.ArgumentParser, required: bool = True) -> No
     parser.add_argument(
         "--method",
         default=None,
-        help="auto = adaround: min-max ranges at 8 bits, MSE ranges and learned "
-        "rounding (AdaRound) below | gptq: min-max weight ranges, GPTQ rounding below 8 "
-        "bits (joint with 2:4 masks) | minmax | percentile | mse (nearest rounding) "
+        help="auto: brecq when some layer input is below 8 bits, gptq when only weights "
+        "are, min-max ranges at 8 bits (with --calib-budget-s: the best of gptq, adaround "
+        "and brecq on the validation split) | brecq: block reconstruction with QDrop (rounding "
+        "and activation step sizes per residual block) | adaround: MSE ranges and learned "
+        "rounding (AdaRound) below 8 bits | gptq: min-max weight ranges, GPTQ rounding below "
+        "8 bits (joint with 2:4 masks) | minmax | percentile | mse (nearest rounding) "
         "(default: auto)",
+    )
+    parser.add_argument(
+        "--calib-budget-s",
+        type=positive_float,
+        default=None,
+        help="with --method auto: seconds of calibration within which gptq, adaround and "
+        "brecq run, cheapest first, each while its estimated time fits; the best on the "
+        "validation split is kept (default: no limit, the method by bit widths)",
     )
     parser.add_argument(
         "--per-tensor",

@@ -22,6 +22,7 @@ def quant_spec(args: argparse.Namespace) -> Any:
         method=args.method or "auto",
         bias_correction=not args.no_bias_correction,
         keep_8bit=keep,
+        **({"calib_budget_s": args.calib_budget_s} if args.calib_budget_s is not None else {}),
     )
 
 

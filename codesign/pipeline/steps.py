@@ -63,9 +63,11 @@ class PTQStep:
     ``auto`` (a QAT step after it re-learns the weights anyway)."""
 
     kind: ClassVar[str] = "ptq"
-    version: ClassVar[int] = 1
     quant: QuantSpec
     learned_rounding: bool = True
+
+    # 2: ``auto`` runs gptq when only weights are below 8 bits and brecq when inputs are.
+    version: ClassVar[int] = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +112,9 @@ class BuildInfo:
     # step_record of every step applied so far: what a training step's resumable state
     # depends on (see _state_key).
     applied_steps: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # What ``auto`` ran: the method, and with a calibration time limit every candidate's
+    # validation figures and seconds (``codesign.quant.choice``).
+    method_choice: dict[str, Any] | None = None
 
 
 Handler = Callable[[nn.Module, Any, BuildContext, BuildInfo], nn.Module]
@@ -249,20 +254,70 @@ def _ptq(model: nn.Module, step: PTQStep, ctx: BuildContext, info: BuildInfo) ->
     from codesign.quant import calibrate, quantize_
 
     info.quantized_from = model  # also the bias-correction reference
-    quantized = quantize_(copy.deepcopy(model), step.quant)
-    calibrated = calibrate(
-        quantized,
-        _calibration(ctx, info),
-        step.quant,
-        float_model=model,
-        learned_rounding=step.learned_rounding,
-    )
+    calibration = _calibration(ctx, info)
+    spec = step.quant
+    if spec.method == "auto" and spec.calib_budget_s is not None and step.learned_rounding:
+        quantized, seconds = _choose_ptq(model, spec, ctx, info, calibration)
+    else:
+        quantized = quantize_(copy.deepcopy(model), spec)
+        calibrated = calibrate(
+            quantized,
+            calibration,
+            spec,
+            float_model=model,
+            learned_rounding=step.learned_rounding,
+        )
+        seconds = calibrated["calib_seconds"]
+        if spec.method == "auto":
+            info.method_choice = {"chosen": calibrated["method"], "rule": "bit widths"}
     # Every rank calibrated on its shard with the statistics reduced over all shards, so every
     # rank computed the same scales and rounding (bit for bit on the CPU); rank 0's are
     # broadcast so no GPU kernel's rounding can make two ranks disagree.
     distributed.broadcast_state_(quantized)
-    info.calib_seconds += calibrated["calib_seconds"]
+    info.calib_seconds += seconds
     return quantized
+
+
+def _choose_ptq(
+    model: nn.Module,
+    spec: QuantSpec,
+    ctx: BuildContext,
+    info: BuildInfo,
+    calibration: Callable[[nn.Module], None],
+) -> tuple[nn.Module, float]:
+    """``auto`` with ``calib_budget_s``: the candidates that fit, scored on the validation
+    split (never the test split); returns (best model, seconds of the whole choice)."""
+    from codesign.data.loops import logits_of
+    from codesign.quant import calibrate, quantize_
+    from codesign.quant.choice import AUTO_CANDIDATES, choose_method, kl_from_float
+
+    validation = ctx.dataset.validation
+    if validation is None:
+        raise ConfigError(
+            "quant.calib_budget_s scores candidates on the validation split, and this data "
+            "set has none: load it with a validation fraction or drop calib_budget_s"
+        )
+    started = time.perf_counter()
+    device = ctx.runtime.torch_device
+    labels = validation.labels.to(device)
+    float_logits = logits_of(model, validation, device=device)
+
+    def calibrate_with(method: str) -> tuple[nn.Module, dict[str, Any]]:
+        candidate_spec = dataclasses.replace(spec, method=method, calib_budget_s=None)
+        candidate = quantize_(copy.deepcopy(model), candidate_spec)
+        return candidate, calibrate(candidate, calibration, candidate_spec, float_model=model)
+
+    def score(candidate: nn.Module) -> dict[str, float]:
+        logits = logits_of(candidate, validation, device=device)
+        correct = (logits.argmax(1) == labels).sum()
+        return {
+            "validation_top1": 100.0 * float(correct) / len(validation),
+            "validation_kl": kl_from_float(float_logits, logits),
+        }
+
+    quantized, record = choose_method(AUTO_CANDIDATES, calibrate_with, score, spec.calib_budget_s)
+    info.method_choice = record
+    return quantized, time.perf_counter() - started
 
 
 @register_step(QATStep)
@@ -295,7 +350,7 @@ def variant_steps(
 
     Under ``auto``, PTQ before QAT keeps nearest rounding: fine-tuning moves the weights
     anyway, and learned rounding would cost most of the calibration time; an explicit
-    ``adaround`` is honoured.
+    ``adaround`` or ``brecq`` is honoured.
     """
     if finetune is not None and sparsity is None:
         raise ConfigError("fine-tuning after pruning needs a sparsity spec")
@@ -307,7 +362,12 @@ def variant_steps(
         if finetune is not None and finetune.epochs > 0:
             steps.append(FinetuneStep(sparsity, finetune))
     if quant is not None:
-        rounding = quant.method == "adaround" if qat is not None else True
+        if qat is not None and quant.calib_budget_s is not None:
+            raise ConfigError(
+                "quant.calib_budget_s chooses a PTQ method on the validation split; before "
+                "QAT the PTQ step keeps nearest rounding: drop calib_budget_s or the QAT step"
+            )
+        rounding = quant.method in ("adaround", "brecq") if qat is not None else True
         steps.append(PTQStep(quant, learned_rounding=rounding))
         if qat is not None:
             steps.append(QATStep(qat))

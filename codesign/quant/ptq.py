@@ -10,6 +10,7 @@ of every layer below 8-bit weights.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from typing import Any
 
@@ -22,6 +23,7 @@ from codesign.data.loops import ForwardLoop
 from codesign.errors import QuantError
 from codesign.models.residual import ResidualAdd
 from codesign.quant.adaround import adaround_
+from codesign.quant.brecq import BrecqConfig, brecq_, reconstruction_units
 from codesign.quant.fold import fold_batchnorm_
 from codesign.quant.gptq import gptq_
 from codesign.quant.modules import (
@@ -128,9 +130,9 @@ def set_weight_quant(model: nn.Module, enabled: bool) -> None:
 
 def range_method(method: str, bits: int) -> str:
     """The range estimator for one activation quantizer (and, but under ``gptq``, one weight
-    quantizer): ``auto`` and ``adaround`` (the same method: ``auto`` names the default) and
-    ``gptq`` use min-max at 8 bits, MSE below."""
-    if method not in ("auto", "adaround", "gptq"):
+    quantizer): ``auto``, ``adaround``, ``brecq`` and ``gptq`` use min-max at 8 bits, MSE
+    below."""
+    if method not in ("auto", "adaround", "brecq", "gptq"):
         return method
     return "minmax" if bits >= 8 else "mse"
 
@@ -142,6 +144,27 @@ def weight_range_method(method: str, bits: int) -> str:
     the mean KL divergence of the quantized from the float logits was 0.0039 with min-max and
     0.0051 with MSE weight ranges."""
     return "minmax" if method == "gptq" else range_method(method, bits)
+
+
+def auto_method(model: nn.Module, learned_rounding: bool = True) -> str:
+    """The method ``auto`` runs on a quantized model, by its widest gap below 8 bits.
+
+    Inputs below 8 bits: ``brecq`` (block reconstruction with QDrop: activation error
+    dominates, and only a method that sees the quantized activations while it rounds can
+    compensate it); only weights below 8 bits: ``gptq`` (seconds, and on the ResNet-20
+    validation split at W4A8 closer to the float logits than AdaRound); nothing below 8
+    bits: ``adaround`` (min-max ranges, nothing to round). Without ``learned_rounding``
+    (before QAT): ``adaround``'s ranges with nearest rounding. Measurements:
+    docs/results/resnet20-quantization.md.
+    """
+    layers = [layer for _, layer in quant_layers(model)]
+    if not learned_rounding:
+        return "adaround"
+    if any(layer.input_bits < 8 for layer in layers):
+        return "brecq"
+    if any(layer.weight_bits < 8 for layer in layers):
+        return "gptq"
+    return "adaround"
 
 
 def learned_rounding_layers(
@@ -187,29 +210,36 @@ def calibrate(
     float_model: nn.Module | None = None,
     learned_rounding: bool = True,
     on_layer: LayerTimer | None = None,
+    brecq_config: BrecqConfig | None = None,
 ) -> dict[str, Any]:
     """Set every weight and activation scale of a quantized model from data.
 
     1. Activation ranges: observe the inputs of every quantized layer on the float path
        (weights and activations unquantized) and estimate per-tensor scales (spec.method).
     2. Weight scales: per-channel (or per-tensor) min-max / percentile / MSE.
-    3. ``auto``/``adaround``: learned rounding (AdaRound) of layers below 8-bit weights;
-       ``gptq``: GPTQ rounding of those layers (joint with their N:M masks).
+    3. ``adaround``: learned rounding (AdaRound) of layers below 8-bit weights; ``gptq``:
+       GPTQ rounding of those layers (joint with their N:M masks); ``brecq``: block
+       reconstruction (rounding and activation step sizes, ``codesign.quant.brecq``) of every
+       residual block or layer below 8 bits; ``auto``: one of them by :func:`auto_method`.
     4. With ``bias_correction``: empirical bias correction (Nagel et al., "Data-Free
        Quantization", ICCV 2019) of the other layers below 8-bit weights. Learned-rounding
        and GPTQ layers are left out: their objective, the layer's output error, already
        includes the mean shift that bias correction removes, so they are not corrected twice.
     ``float_model``: the float reference (same structure before quantize_); needed for
-    bias correction and AdaRound. ``learned_rounding=False`` skips AdaRound under ``auto``
+    bias correction, AdaRound and BRECQ. ``learned_rounding=False`` skips AdaRound and BRECQ
     (QAT does: it re-learns the weights anyway); GPTQ, a few seconds, always runs under
-    ``gptq``. Returns ``{"calib_seconds", ...}`` and each solver's per-layer report under its
-    name (``"adaround"``, ``"gptq"``); ``on_layer(name, seconds)`` is called as the solver
-    finishes each layer (propagation to it included).
+    ``gptq``. Returns ``{"calib_seconds", "method", ...}`` (``method``: the one that ran, what
+    ``auto`` chose) and each solver's per-layer (per-unit) report under its name
+    (``"adaround"``, ``"gptq"``, ``"brecq"``); ``on_layer(name, seconds)`` is called as the
+    solver finishes each layer or unit (propagation to it included); ``brecq_config``: the
+    reconstruction's settings (default ``BrecqConfig()``).
     """
     started = time.perf_counter()
     layers = quant_layers(model)
     if not layers:
         raise QuantError("calibrate() needs a model prepared with quantize_()")
+    if spec.method == "auto":
+        spec = dataclasses.replace(spec, method=auto_method(model, learned_rounding))
     model.eval()
     set_weight_quant(model, False)
     set_act_mode(model, "observe")
@@ -235,9 +265,10 @@ def calibrate(
                 weight_range_method(spec.method, layer.weight_bits),
                 spec.percentile,
             )
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = {"method": spec.method}
     rounding_layers = learned_rounding_layers(model, spec) if learned_rounding else []
-    if (spec.bias_correction or rounding_layers) and float_model is None:
+    reconstructing = spec.method == "brecq" and learned_rounding
+    if (spec.bias_correction or rounding_layers or reconstructing) and float_model is None:
         raise QuantError(
             "bias correction and learned rounding need the float model: pass float_model=..."
         )
@@ -248,8 +279,12 @@ def calibrate(
         )
     if solved_layers:
         info["gptq"] = gptq_(model, forward_loop, solved_layers, on_layer=on_layer)
+    reconstructed: list[str] = []
+    if reconstructing:
+        reconstructed = [name for _, unit in reconstruction_units(model) for name, _ in unit]
+        info["brecq"] = brecq_(model, float_model, forward_loop, brecq_config, on_layer=on_layer)
     if spec.bias_correction:
-        skip = {name for name, _ in rounding_layers + solved_layers}
+        skip = {name for name, _ in rounding_layers + solved_layers} | set(reconstructed)
         info["bias_corrected"] = correct_bias_(model, float_model, forward_loop, skip=skip)
     info["calib_seconds"] = time.perf_counter() - started
     return info

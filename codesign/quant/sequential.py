@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import torch
@@ -67,15 +67,25 @@ def record_batches(forward_loop: ForwardLoop) -> list[Batch]:
 
 class _LayerTracer(fx.Tracer):
     """torch.fx tracer that stops at Conv2d/Linear (quantized twins included): their
-    parametrizations and input quantizers run as the module itself, not as traced ops."""
+    parametrizations and input quantizers run as the module itself, not as traced ops; also
+    at the modules named in ``leaf_names`` (whole residual blocks for block-wise solvers)."""
+
+    def __init__(self, leaf_names: Collection[str] = ()) -> None:
+        super().__init__()
+        self.leaf_names = frozenset(leaf_names)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, LEAF_TYPES) or super().is_leaf_module(m, module_qualified_name)
+        return (
+            isinstance(m, LEAF_TYPES)
+            or module_qualified_name in self.leaf_names
+            or super().is_leaf_module(m, module_qualified_name)
+        )
 
 
-def trace_layers(model: nn.Module) -> fx.Graph:
-    """The fx graph of ``model`` with every Conv2d/Linear as one ``call_module`` node."""
-    return _LayerTracer().trace(model)
+def trace_layers(model: nn.Module, leaf_names: Collection[str] = ()) -> fx.Graph:
+    """The fx graph of ``model`` with every Conv2d/Linear, and every module named in
+    ``leaf_names``, as one ``call_module`` node."""
+    return _LayerTracer(leaf_names).trace(model)
 
 
 def _last_uses(graph: fx.Graph) -> dict[fx.Node, list[fx.Node]]:
@@ -177,10 +187,12 @@ def layer_inputs(
     before resuming. Each layer runs once per batch; a layer the forward never calls comes
     last with no inputs. A model fx cannot trace, or one calling a target layer twice, falls
     back to re-running the prefix per layer (``PropagationWarning``), in the order given.
+    ``names`` may also name whole modules taking one tensor (residual blocks): each is traced
+    as one node and paused before like a layer.
     """
     targets = set(names)
     try:
-        graph = trace_layers(model)
+        graph = trace_layers(model, targets)
     except Exception as exc:  # fx raises many types (TraceError, TypeError, ...) on Python code
         reason = f"torch.fx cannot trace {type(model).__name__} ({type(exc).__name__}: {exc})"
         graph = None
