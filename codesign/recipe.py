@@ -42,10 +42,12 @@ from codesign.config import (
     DEFAULT_QAT,
     DEFAULT_VALIDATION_FRACTION,
     PruneMethod,
+    QATSpec,
     QuantSpec,
     Seed,
     SparsitySpec,
     TrainSpec,
+    check_progressive,
     check_sparsity_text,
     from_dict,
     load_toml,
@@ -153,7 +155,7 @@ class VariantSpec:
 
     name: Annotated[str, NOT_BLANK]
     quant: QuantSpec | None = None
-    qat: TrainSpec | None = dataclasses.field(default=None, metadata={"defaults": QAT_DEFAULTS})
+    qat: QATSpec | None = dataclasses.field(default=None, metadata={"defaults": QAT_DEFAULTS})
     sparsity: SparsitySpec | None = None
     finetune: TrainSpec | None = dataclasses.field(
         default=None, metadata={"defaults": FINETUNE_DEFAULTS}
@@ -169,6 +171,8 @@ class VariantSpec:
             )
         if self.qat is not None and self.quant is None:
             raise ConfigError(f"variant {self.name!r}: [qat] needs a [quant] table too")
+        if self.qat is not None and self.quant is not None:
+            check_progressive(self.quant, self.qat)
         if self.finetune is not None and self.sparsity is None:
             raise ConfigError(f"variant {self.name!r}: [finetune] needs a [sparsity] table too")
 
@@ -207,7 +211,7 @@ class SearchSpec:
     finetune: TrainSpec | None = dataclasses.field(
         default=None, metadata={"defaults": FINETUNE_DEFAULTS}
     )
-    qat: TrainSpec | None = dataclasses.field(default=None, metadata={"defaults": QAT_DEFAULTS})
+    qat: QATSpec | None = dataclasses.field(default=None, metadata={"defaults": QAT_DEFAULTS})
     prune_method: PruneMethod = "magnitude"
 
     def __post_init__(self) -> None:
