@@ -280,6 +280,9 @@ class QATStage:
     bits: Bits
     epochs: PositiveInt
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+
 
 @dataclasses.dataclass(frozen=True)
 class QATSpec(TrainSpec):
