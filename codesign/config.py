@@ -46,6 +46,7 @@ __all__ = [
     "Seed",
     "SparsitySpec",
     "TrainSpec",
+    "as_qat_spec",
     "check_bits",
     "check_progressive",
     "from_dict",
@@ -311,6 +312,13 @@ class QATSpec(TrainSpec):
     def total_epochs(self) -> int:
         """Epochs of every stage and the final widths together."""
         return self.epochs + sum(stage.epochs for stage in self.progressive)
+
+
+def as_qat_spec(spec: TrainSpec | None) -> QATSpec | None:
+    """``spec`` as a QATSpec (a plain TrainSpec has no progressive stages); None stays None."""
+    if spec is None or isinstance(spec, QATSpec):
+        return spec
+    return QATSpec(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(TrainSpec)})
 
 
 def check_progressive(quant: QuantSpec, qat: TrainSpec) -> None:

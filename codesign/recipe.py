@@ -47,6 +47,7 @@ from codesign.config import (
     Seed,
     SparsitySpec,
     TrainSpec,
+    as_qat_spec,
     check_progressive,
     check_sparsity_text,
     from_dict,
@@ -163,6 +164,8 @@ class VariantSpec:
     export: bool | None = None
 
     def __post_init__(self) -> None:
+        # A plain TrainSpec given in code is a QAT table without progressive stages.
+        object.__setattr__(self, "qat", as_qat_spec(self.qat))
         check_fields(self)
         if self.export and self.quant is None:
             raise ConfigError(
@@ -215,6 +218,8 @@ class SearchSpec:
     prune_method: PruneMethod = "magnitude"
 
     def __post_init__(self) -> None:
+        # A plain TrainSpec given in code is a QAT table without progressive stages.
+        object.__setattr__(self, "qat", as_qat_spec(self.qat))
         check_fields(self)
         for level in self.sparsity:
             check_sparsity_text(level)
