@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal, get_args
@@ -40,11 +41,15 @@ __all__ = [
     "PRUNE_METHODS",
     "PTQ_METHODS",
     "LayerOverride",
+    "QATSpec",
+    "QATStage",
     "QuantSpec",
     "Seed",
     "SparsitySpec",
     "TrainSpec",
+    "as_qat_spec",
     "check_bits",
+    "check_progressive",
     "from_dict",
     "load_toml",
     "resolve_overrides",
@@ -287,6 +292,67 @@ class TrainSpec:
         return from_dict(cls, data, where)
 
 
+@dataclasses.dataclass(frozen=True)
+class QATStage:
+    """One stage of progressive QAT: ``epochs`` of training with every quantizer narrower
+    than ``bits`` widened to ``bits`` (layers kept wider stay as they are)."""
+
+    bits: Bits
+    epochs: PositiveInt
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class QATSpec(TrainSpec):
+    """QAT settings: a :class:`TrainSpec` (``epochs`` are those at the final bit widths) and
+    ``progressive``, the stages trained before the final widths, widest first (Zhuang et al.,
+    "Towards Effective Low-bitwidth Convolutional Neural Networks", CVPR 2018: a network
+    trained at a wider code starts the narrower one near a good solution). Each stage starts
+    from the previous one with MSE ranges at its widths and its own cosine schedule; e.g.
+    ``(QATStage(4, 3), QATStage(3, 3))`` trains a W2A2 model 3 epochs at W4A4, 3 at W3A3, then
+    ``epochs`` at W2A2.
+    """
+
+    progressive: tuple[QATStage, ...] = dataclasses.field(
+        default=(), metadata={"omit_default": True}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        widths = [stage.bits for stage in self.progressive]
+        if any(later >= earlier for earlier, later in itertools.pairwise(widths)):
+            raise ConfigError(
+                f"qat.progressive: stage bit widths must decrease (widest first), got {widths}"
+            )
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs of every stage and the final widths together."""
+        return self.epochs + sum(stage.epochs for stage in self.progressive)
+
+
+def as_qat_spec(spec: TrainSpec | None) -> QATSpec | None:
+    """``spec`` as a QATSpec (a plain TrainSpec has no progressive stages); None stays None."""
+    if spec is None or isinstance(spec, QATSpec):
+        return spec
+    return QATSpec(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(TrainSpec)})
+
+
+def check_progressive(quant: QuantSpec, qat: TrainSpec) -> None:
+    """Raise ConfigError unless every progressive stage is wider than the narrowest width the
+    quant spec asks for (a stage at or below it would train the final model twice)."""
+    stages = getattr(qat, "progressive", ())
+    narrowest = min(quant.weight_bits, quant.act_bits)
+    for stage in stages:
+        if stage.bits <= narrowest:
+            raise ConfigError(
+                f"qat.progressive: a stage at {stage.bits} bits is not wider than the final "
+                f"W{quant.weight_bits}A{quant.act_bits}: give stages above {narrowest} bits"
+            )
+
+
 # The fine-tuning `codesign prune` and recipe [finetune] tables use unless told otherwise:
 # SGD (momentum 0.9, Nesterov, wd 5e-4), lr 0.01 cosine, batch 128, distillation from the
 # dense model at T=4 with weight 0.7 (DESIGN.md "Training with little data"), 3 epochs.
@@ -295,6 +361,6 @@ DEFAULT_FINETUNE = TrainSpec(epochs=3, lr=0.01, distill_temperature=4.0, distill
 # (with BN folded nothing renormalises the weights, so larger rates diverge at 4 bits), no
 # weight decay (it would pull LSQ step sizes and the folded weights towards 0), distillation
 # from the float model at T=4 with weight 0.9.
-DEFAULT_QAT = TrainSpec(
+DEFAULT_QAT = QATSpec(
     epochs=8, lr=0.0002, weight_decay=0.0, distill_temperature=4.0, distill_weight=0.9
 )

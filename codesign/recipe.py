@@ -42,10 +42,13 @@ from codesign.config import (
     DEFAULT_QAT,
     DEFAULT_VALIDATION_FRACTION,
     PruneMethod,
+    QATSpec,
     QuantSpec,
     Seed,
     SparsitySpec,
     TrainSpec,
+    as_qat_spec,
+    check_progressive,
     check_sparsity_text,
     from_dict,
     load_toml,
@@ -153,7 +156,7 @@ class VariantSpec:
 
     name: Annotated[str, NOT_BLANK]
     quant: QuantSpec | None = None
-    qat: TrainSpec | None = dataclasses.field(default=None, metadata={"defaults": QAT_DEFAULTS})
+    qat: QATSpec | None = dataclasses.field(default=None, metadata={"defaults": QAT_DEFAULTS})
     sparsity: SparsitySpec | None = None
     finetune: TrainSpec | None = dataclasses.field(
         default=None, metadata={"defaults": FINETUNE_DEFAULTS}
@@ -161,6 +164,8 @@ class VariantSpec:
     export: bool | None = None
 
     def __post_init__(self) -> None:
+        # A plain TrainSpec given in code is a QAT table without progressive stages.
+        object.__setattr__(self, "qat", as_qat_spec(self.qat))
         check_fields(self)
         if self.export and self.quant is None:
             raise ConfigError(
@@ -169,6 +174,8 @@ class VariantSpec:
             )
         if self.qat is not None and self.quant is None:
             raise ConfigError(f"variant {self.name!r}: [qat] needs a [quant] table too")
+        if self.qat is not None and self.quant is not None:
+            check_progressive(self.quant, self.qat)
         if self.finetune is not None and self.sparsity is None:
             raise ConfigError(f"variant {self.name!r}: [finetune] needs a [sparsity] table too")
 
@@ -207,10 +214,12 @@ class SearchSpec:
     finetune: TrainSpec | None = dataclasses.field(
         default=None, metadata={"defaults": FINETUNE_DEFAULTS}
     )
-    qat: TrainSpec | None = dataclasses.field(default=None, metadata={"defaults": QAT_DEFAULTS})
+    qat: QATSpec | None = dataclasses.field(default=None, metadata={"defaults": QAT_DEFAULTS})
     prune_method: PruneMethod = "magnitude"
 
     def __post_init__(self) -> None:
+        # A plain TrainSpec given in code is a QAT table without progressive stages.
+        object.__setattr__(self, "qat", as_qat_spec(self.qat))
         check_fields(self)
         for level in self.sparsity:
             check_sparsity_text(level)

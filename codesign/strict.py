@@ -235,11 +235,21 @@ def check_fields(spec: Any, error: Error = ConfigError) -> None:
 
 
 def to_dict(spec: Any) -> dict[str, Any]:
-    """A JSON-able dict of a (nested) frozen dataclass; tuples become lists."""
+    """A JSON-able dict of a (nested) frozen dataclass; tuples become lists. A field whose
+    metadata has ``omit_default`` is left out while it holds its default: a setting added to
+    a spec later then leaves the dicts (and the cache keys hashed from them) of the specs that
+    do not use it as they were."""
+
+    def kept(value: Any, f: dataclasses.Field) -> bool:  # type: ignore[type-arg]
+        return not (f.metadata.get("omit_default") and getattr(value, f.name) == f.default)
 
     def plain(value: Any) -> Any:
         if dataclasses.is_dataclass(value):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            return {
+                f.name: plain(getattr(value, f.name))
+                for f in dataclasses.fields(value)
+                if kept(value, f)
+            }
         if isinstance(value, (tuple, list)):
             return [plain(v) for v in value]
         return value

@@ -102,7 +102,8 @@ def _save(
 
     if runtime.is_writer:
         save_model(args.out / "model.pt", model, name, recipe, model_kwargs_for(model))
-        for state in ("qat_state.pt", "finetune_state.pt"):
+        stages = [path.name for path in args.out.glob("qat_state.stage*.pt")]
+        for state in ("qat_state.pt", "finetune_state.pt", *stages):
             (args.out / state).unlink(missing_ok=True)
     distributed.barrier()
 
@@ -148,7 +149,7 @@ def cmd_qat(args: argparse.Namespace) -> dict[str, Any]:
         "calib_seconds": info.calib_seconds,
         "train_seconds": info.train_seconds,
         "subsets": subsets(dataset, info),
-        "epochs": train_spec.epochs,
+        "epochs": train_spec.total_epochs,
         "quant": spec.to_dict(),
         "train": train_spec.to_dict(),
         "layers": layer_bits_rows(model),

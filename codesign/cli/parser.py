@@ -117,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size", type=positive_int, help=f"batch size (default: {DEFAULT_QAT.batch_size})"
     )
+    p.add_argument(
+        "--progressive",
+        metavar="BITS:EPOCHS,...",
+        help="progressive QAT: train these stages first, widest first, each with every "
+        "narrower quantizer widened to BITS, then --epochs at the final widths, e.g. 4:3,3:3 "
+        "for W2A2 (default: none)",
+    )
 
     p = command(
         "train",

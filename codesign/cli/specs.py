@@ -28,12 +28,35 @@ def quant_spec(args: argparse.Namespace) -> Any:
 
 def qat_train_spec(args: argparse.Namespace) -> Any:
     """The QAT defaults recipes use (``QAT_DEFAULTS``) with the options given."""
-    from codesign.config import TrainSpec
+    from codesign.config import QATSpec
     from codesign.recipe import QAT_DEFAULTS
 
-    given = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size}
+    given = {
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "progressive": parse_stages(args.progressive) if args.progressive is not None else None,
+    }
     changes = {key: value for key, value in given.items() if value is not None}
-    return TrainSpec(**{**QAT_DEFAULTS, **changes, "seed": args.seed})
+    return QATSpec(**{**QAT_DEFAULTS, **changes, "seed": args.seed})
+
+
+def parse_stages(text: str) -> tuple[Any, ...]:
+    """``--progressive`` text ("4:3,3:3": bits:epochs per stage) as QATStage tuples; a bad
+    item raises ConfigError naming it."""
+    from codesign.config import QATStage
+    from codesign.errors import ConfigError
+
+    stages = []
+    for item in text.split(","):
+        bits, _, epochs = item.strip().partition(":")
+        if not (bits.strip().isdigit() and epochs.strip().isdigit()):
+            raise ConfigError(
+                f"--progressive: expected BITS:EPOCHS items separated by commas (e.g. 4:3,3:3), "
+                f"got {item.strip()!r}"
+            )
+        stages.append(QATStage(bits=int(bits), epochs=int(epochs)))
+    return tuple(stages)
 
 
 def sparsity_spec(args: argparse.Namespace) -> Any:

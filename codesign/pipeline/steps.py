@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from codesign import distributed
-from codesign.config import QuantSpec, SparsitySpec, TrainSpec, to_dict
+from codesign.config import QuantSpec, SparsitySpec, TrainSpec, check_progressive, to_dict
 from codesign.data import Dataset, evaluate, make_forward_loop
 from codesign.data.subsets import rank_shard
 from codesign.errors import ConfigError
@@ -72,7 +72,8 @@ class PTQStep:
 
 @dataclasses.dataclass(frozen=True)
 class QATStep:
-    """LSQ fine-tuning of the calibrated model, distilled from the float model."""
+    """LSQ fine-tuning of the calibrated model, distilled from the float model (progressive
+    stages first where ``train`` is a QATSpec that has them)."""
 
     kind: ClassVar[str] = "qat"
     version: ClassVar[int] = 1
@@ -326,11 +327,13 @@ def _qat(model: nn.Module, step: QATStep, ctx: BuildContext, info: BuildInfo) ->
 
     started = time.perf_counter()
     state = ctx.state_dir / "qat_state.pt" if ctx.state_dir is not None else None
+    progressive = bool(getattr(step.train, "progressive", ()))
     train_qat(
         model,
         ctx.dataset,
         dataclasses.replace(step.train, seed=ctx.seed),
         teacher=info.quantized_from if info.quantized_from is not None else ctx.float_model,
+        calibration=_calibration(ctx, info) if progressive else None,
         state_path=state,
         state_key=_state_key(step, ctx, info) if state is not None else None,
         progress=ctx.progress,
@@ -356,6 +359,8 @@ def variant_steps(
         raise ConfigError("fine-tuning after pruning needs a sparsity spec")
     if qat is not None and quant is None:
         raise ConfigError("QAT needs a quant spec (it starts from the calibrated PTQ model)")
+    if qat is not None and quant is not None:
+        check_progressive(quant, qat)
     steps: list[Any] = []
     if sparsity is not None:
         steps.append(PruneStep(sparsity))
