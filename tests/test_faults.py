@@ -250,7 +250,7 @@ def test_ctrl_c_stops_with_one_line_and_the_next_run_resumes(
     child.start()
     assert reached.wait(timeout=300)
     os.kill(child.pid, signal.SIGINT)  # what Ctrl-C sends
-    child.join(timeout=60)
+    child.join(timeout=300)  # generous: on a crowded machine the child may wait for a core
     assert child.exitcode == 130
     assert stderr_path.read_text() == "codesign: interrupted\n"
     assert state_epoch(out / "qat_state.pt") == 1  # the finished epoch, nothing half-written
