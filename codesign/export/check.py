@@ -23,11 +23,11 @@ def onnx_logits(model_bytes: bytes, split: Split, batch_size: int = 256) -> torc
     """The ONNX model's outputs on every image of ``split``, in split order: [N, classes]."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    runner = onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     outputs = []
     for images, _ in batches(split, batch_size):
         feed = {INPUT_NAME: images.detach().to("cpu", torch.float32).numpy()}
-        outputs.append(torch.from_numpy(np.asarray(session.run(None, feed)[0])))
+        outputs.append(torch.from_numpy(np.asarray(runner.run(None, feed)[0])))
     return torch.cat(outputs)
 
 

@@ -37,7 +37,7 @@ from codesign.errors import QuantError
 from codesign.quant.fold import fold_batchnorm_
 from codesign.quant.im2col import im2col_row_count, im2col_rows
 from codesign.quant.modules import QuantConv2d, QuantLinear
-from codesign.quant.sequential import LayerTimer, layer_inputs, record_batches
+from codesign.quant.sequential import LayerTimer, finish_unit, layer_inputs, record_batches
 
 ZETA, GAMMA = 1.1, -0.1  # stretch of the rectified sigmoid (paper eq. 23)
 GRAM_ROWS = 1 << 14  # im2col rows sampled per layer: >= 28 per input dimension (D <= 576)
@@ -239,12 +239,5 @@ def adaround_(
                 weight, quantizer.scale, quantizer.qmin, quantizer.qmax, grams, config
             )
         layer.set_weight_before_quant(codes * quantizer.scale.detach())
-        report[name] = {
-            **errors,
-            "data_seconds": data_seconds,
-            "seconds": time.perf_counter() - started,
-        }
-        if on_layer is not None:
-            on_layer(name, report[name]["seconds"])
-        started = time.perf_counter()
+        started = finish_unit(report, name, errors, data_seconds, started, on_layer)
     return report

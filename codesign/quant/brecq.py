@@ -51,7 +51,7 @@ from codesign.quant.adaround import (
 from codesign.quant.fold import fold_batchnorm_
 from codesign.quant.modules import QUANT_LAYERS, QuantConv2d, QuantLinear
 from codesign.quant.quantizers import ActQuantizer
-from codesign.quant.sequential import LayerTimer, layer_inputs, record_batches
+from codesign.quant.sequential import LayerTimer, finish_unit, layer_inputs, record_batches
 
 QuantLayer = QuantConv2d | QuantLinear
 
@@ -342,12 +342,5 @@ def brecq_(
             unit_config,
         )
         del quant_inputs, float_inputs, targets
-        report[name] = {
-            **errors,
-            "data_seconds": data_seconds,
-            "seconds": time.perf_counter() - started,
-        }
-        if on_layer is not None:
-            on_layer(name, report[name]["seconds"])
-        started = time.perf_counter()
+        started = finish_unit(report, name, errors, data_seconds, started, on_layer)
     return report

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import time
 import warnings
 from collections.abc import Callable, Collection, Iterator
 from typing import Any
@@ -39,6 +40,27 @@ LEAF_TYPES = (nn.Conv2d, nn.Linear, ResidualAdd)
 Batch = tuple[tuple[Any, ...], dict[str, Any]]
 # Called by a layer-wise solver after each layer: (layer name, seconds spent on it).
 LayerTimer = Callable[[str, float], None]
+
+
+def finish_unit(
+    report: dict[str, dict[str, float]],
+    name: str,
+    errors: dict[str, float],
+    data_seconds: float,
+    started: float,
+    on_layer: LayerTimer | None,
+) -> float:
+    """Record a solved layer or block in ``report`` (its errors, the seconds spent gathering
+    its inputs and in all since ``started``), tell ``on_layer``; returns the clock now, when
+    the next unit starts."""
+    report[name] = {
+        **errors,
+        "data_seconds": data_seconds,
+        "seconds": time.perf_counter() - started,
+    }
+    if on_layer is not None:
+        on_layer(name, report[name]["seconds"])
+    return time.perf_counter()
 
 
 class PropagationWarning(UserWarning):
