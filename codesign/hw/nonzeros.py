@@ -15,10 +15,6 @@ import torch
 import torch.nn.functional as F
 
 EXACT_FP32 = 2**24  # integers below this add exactly in fp32
-ROW_SUM_FIRST_FROM = 6  # tile height from which summing tile rows first beats one matmul
-# Integers up to 256 are exact in bf16 (8-bit significand), so matmuls on them stay exact
-# even where fp32 matmuls are allowed reduced-precision operands (TF32/bf16 accumulate in fp32).
-EXACT_ANY_PRECISION = 256
 # Images per slice on the CPU: the slice's mask (4 bytes per element) and its reductions stay
 # in cache, so the hooks do not evict the activations the next layers read.
 CPU_SLICE_ELEMENTS = 1 << 20
@@ -71,14 +67,9 @@ class Scratch:
         return torch.ne(x, 0, out=self.buffer("mask", tuple(x.shape), x.device))
 
 
-def tile_indicator(size: int, tiles: int, device: torch.device) -> torch.Tensor:
-    """[size, tiles] 0/1: pixel i belongs to tile i // ceil(size / tiles) (the last tiles may
-    be partial or empty), so ``rows @ indicator`` sums each tile."""
-    tile = math.ceil(size / tiles)
-    indicator = torch.zeros(size, tiles, dtype=torch.float32, device=device)
-    pixels = torch.arange(size, device=device)
-    indicator[pixels, pixels // tile] = 1.0
-    return indicator
+# Tile sides up to this many pixels are summed as that many strided slices (one vectorised
+# add each, along the whole row); longer sides reduce in one pass.
+ADD_SLICES_UP_TO = 8
 
 
 class TileCounter:
@@ -87,21 +78,16 @@ class TileCounter:
     def __init__(self, grid: tuple[int, int], scratch: Scratch) -> None:
         self.grid = grid
         self.scratch = scratch
-        self._indicator: torch.Tensor | None = None  # [tile_h * W, used_cols], made once
 
     def __call__(self, x_nonzero: torch.Tensor) -> torch.Tensor:
-        """Counts [N, C, used_rows, used_cols] fp32 of a 0/1 mask [N, C, H, W] (H, W fixed):
-        the tiles that hold pixels (:class:`TileStore` adds the grid's empty last rows and
-        columns). The result lives in scratch memory (or is the mask itself): valid until
-        the next mask is made.
+        """Counts [N, C, used_rows, used_cols] fp32 of a 0/1 mask [N, C, H, W]: the tiles
+        that hold pixels (:class:`TileStore` adds the grid's empty last rows and columns).
+        The result lives in scratch memory (or is the mask itself): valid until the next
+        mask is made.
 
-        Each tile row of one (image, channel) is a row of ``blocks`` [N*C*used_rows,
-        tile_h*W]; a 0/1 indicator [tile_h*W, used_cols] of each pixel's tile column sums it.
-        Tall tiles first sum their rows (a reduction vectorised along W), so the matmul reads
-        1/tile_h of the mask; short ones go straight to one matmul, with the mask as the long
-        operand (its result is kept transposed, a view). Pixel-sized tiles are the mask
-        itself. A partial last tile row is padded. Every matmul operand is an integer of at
-        most 256, so the counts are exact whatever matmul precision is allowed.
+        Two separable sums: each tile row's ``tile_h`` pixel rows first ([N*C*used_rows, W],
+        vectorised along W), then each tile's ``tile_w`` columns of that. A partial last
+        tile row or column is padded with zeros. Sums of 0/1 in fp32 are exact integers.
         """
         n, c, h, w = x_nonzero.shape
         rows, cols = self.grid
@@ -111,37 +97,58 @@ class TileCounter:
             return x_nonzero
         if used_rows * tile_h != h:
             x_nonzero = F.pad(x_nonzero, (0, 0, 0, used_rows * tile_h - h))
-        rows_first = ROW_SUM_FIRST_FROM <= tile_h <= EXACT_ANY_PRECISION
-        device, tile_rows = x_nonzero.device, n * c * used_rows
-        if self._indicator is None:
-            columns = tile_indicator(w, cols, device)[:, :used_cols]
-            self._indicator = columns.contiguous() if rows_first else columns.repeat(tile_h, 1)
-        if rows_first:
-            per_row_tile = self.scratch.buffer("row_sums", (tile_rows, w), device)
-            torch.sum(x_nonzero.view(tile_rows, tile_h, w), 1, out=per_row_tile)
-            counts = self.scratch.buffer("tiles", (tile_rows, used_cols), device)
-            torch.mm(per_row_tile, self._indicator, out=counts)
-        else:
-            blocks = x_nonzero.view(tile_rows, tile_h * w)
-            counts = self.scratch.buffer("tiles", (used_cols, tile_rows), device)
-            counts = torch.mm(self._indicator.t(), blocks.t(), out=counts).t()
+        tile_rows, width, device = n * c * used_rows, used_cols * tile_w, x_nonzero.device
+        blocks = x_nonzero.view(tile_rows, tile_h, w)
+        row_sums = self.scratch.buffer("row_sums", (tile_rows, width), device)
+        if width != w:
+            row_sums[:, w:] = 0
+        _sum_slices(blocks, 1, row_sums[:, :w])
+        if tile_w == 1:
+            return row_sums.view(n, c, used_rows, used_cols)
+        counts = self.scratch.buffer("tiles", (tile_rows, used_cols), device)
+        _sum_slices(row_sums.view(tile_rows, used_cols, tile_w), 2, counts)
         return counts.view(n, c, used_rows, used_cols)
 
 
-class TileStore:
-    """The per-tile counts of every image, in order, as the record's [N, C, rows, cols] int32.
+def _sum_slices(x: torch.Tensor, dim: int, out: torch.Tensor) -> None:
+    """``out`` = ``x`` summed over ``dim`` (``out`` may be a strided view): short dims as
+    adds of their slices, long ones as one reduction."""
+    size = x.shape[dim]
+    if size == 1:
+        out.copy_(x.select(dim, 0))
+    elif size <= ADD_SLICES_UP_TO:
+        torch.add(x.select(dim, 0), x.select(dim, 1), out=out)
+        for index in range(2, size):
+            out.add_(x.select(dim, index))
+    else:
+        torch.sum(x, dim, out=out)
 
-    On the CPU each slice's counts go straight into one growing host buffer (fp32, written in
-    place; its spare capacity is address space, never touched), converted in place to int32
-    at the end: the largest thing a capture keeps is written once and never copied. On other
-    devices the pieces stay on the device (no host synchronisation per batch) and are copied
-    over once at the end. Empty tiles (the grid's last rows/columns) are 0.
+
+def tile_count_dtype(pixels_per_tile: int) -> np.dtype:
+    """The narrowest integer type that holds every count of a tile of that many pixels:
+    int16 up to 32,767 pixels (a 224x224 input on an 8x8 grid has 784), else int32."""
+    return np.dtype(np.int16 if pixels_per_tile <= np.iinfo(np.int16).max else np.int32)
+
+
+class TileStore:
+    """The per-tile counts of every image, in order, as the record's [N, C, rows, cols]
+    integers of :func:`tile_count_dtype`.
+
+    On the CPU each slice's counts go straight into one growing host buffer of the record's
+    type (converted as they are copied; its spare capacity is address space, never
+    touched): the largest thing a capture keeps is written once, in its final form, and
+    never copied again. On other devices the pieces stay on the device (no host
+    synchronisation per batch) and are copied over once at the end. Empty tiles (the grid's
+    last rows/columns) are 0.
     """
 
-    def __init__(self, grid: tuple[int, int], channels: int, on_host: bool) -> None:
+    def __init__(
+        self, grid: tuple[int, int], channels: int, on_host: bool, pixels_per_tile: int
+    ) -> None:
         self.grid = grid
         self.channels = channels
         self.on_host = on_host  # the counts are made on the CPU: write them in place
+        self.dtype = tile_count_dtype(pixels_per_tile)
         self.count = 0
         self._buffer: np.ndarray | None = None
         self._pieces: list[torch.Tensor] = []
@@ -157,7 +164,7 @@ class TileStore:
         self._reserve(self.count + n)
         assert self._buffer is not None
         rows = torch.from_numpy(self._buffer[self.count : self.count + n])
-        rows[:, :, :used_rows, :used_cols] = counts
+        rows[:, :, :used_rows, :used_cols] = counts  # exact: small integers
         rows[:, :, used_rows:, :] = 0
         rows[:, :, :used_rows, used_cols:] = 0
         self.count += n
@@ -167,37 +174,33 @@ class TileStore:
         if images <= capacity:
             return
         # room for several more batches like the first; doubling after that
-        per_image_bytes = 4 * self.channels * math.prod(self.grid)
+        per_image_bytes = self.dtype.itemsize * self.channels * math.prod(self.grid)
         capacity = max(images * SPARE_BATCHES, 2 * capacity, -(-MMAP_BYTES // per_image_bytes))
         # At least MMAP_BYTES, so the C allocator maps it on its own instead of carving it
         # out of its heap, where a long-lived block would keep the forward pass from reusing
         # its freed temporaries (the forward then page-faults afresh every batch); untouched
         # spare capacity is address space only. torch's allocator, not numpy's: numpy asks
         # for transparent huge pages here, whose first fill can stall in memory compaction.
-        grown = torch.empty((capacity, self.channels, *self.grid)).numpy()
+        shape = (capacity, self.channels, *self.grid)
+        grown = torch.empty(shape, dtype=getattr(torch, self.dtype.name)).numpy()
         if self._buffer is not None:
             grown[: self.count] = self._buffer[: self.count]
         self._buffer = grown
 
     def array(self) -> np.ndarray:
-        """The counts as read-only int32 [N, C, rows, cols] on the host (made once)."""
+        """The counts as read-only [N, C, rows, cols] on the host (made once)."""
         if self._array is None:
             if self._pieces:
                 self._array = self._from_pieces()
             elif self._buffer is None:
-                self._array = np.zeros((0, self.channels, *self.grid), dtype=np.int32)
+                self._array = np.zeros((0, self.channels, *self.grid), dtype=self.dtype)
             else:
-                counts = self._buffer[: self.count]
-                self._array = counts.view(np.int32)
-                # in place, a few images at a time (a whole-array cast would need a temporary
-                # as large as the array): the fp32 values are exact integers
-                for start in range(0, self.count, 16):
-                    self._array[start : start + 16] = counts[start : start + 16].astype(np.int32)
+                self._array = self._buffer[: self.count]
             self._array.setflags(write=False)
         return self._array
 
     def _from_pieces(self) -> np.ndarray:
-        counts = np.empty((self.count, self.channels, *self.grid), dtype=np.int32)
+        counts = np.empty((self.count, self.channels, *self.grid), dtype=self.dtype)
         start = 0
         for piece in self._pieces:
             part = piece.cpu().numpy()

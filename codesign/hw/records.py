@@ -30,7 +30,8 @@ class LayerRecord:
 
     Counts are over all ``n`` captured samples. Densities are fractions in [0, 1].
     ``input_nonzeros_per_tile`` has shape [N, C_total, tile_rows, tile_cols]: nonzero input
-    activations in each planar tile of the (unpadded) input, for SCNN's PE grid.
+    activations in each planar tile of the (unpadded) input, for SCNN's PE grid: int16
+    where a tile holds at most 32,767 pixels, else int32 (sum it with a wide ``dtype``).
     ``weight_nonzeros_per_kc`` has shape [K, C]: nonzero weights summed over R, S.
     """
 

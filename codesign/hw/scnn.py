@@ -73,7 +73,7 @@ def expected_max_bank_load(products: int, banks: int) -> float:
 
 
 def _grouped_counts(record: LayerRecord, spec: ScnnSpec) -> tuple[np.ndarray, np.ndarray, int]:
-    """Per-tile activations [N, G, Cg, used_rows, used_cols] (a view of the record's int32)
+    """Per-tile activations [N, G, Cg, used_rows, used_cols] (a view of the record's integers)
     and per-(output group, c) weights [G, KG, Cg] int64.
 
     Tiles of ceil(H / rows) pixels leave the grid's last rows (columns) empty on inputs

@@ -80,8 +80,11 @@ def tile_counts_by_loop(x: torch.Tensor, rows: int, cols: int) -> np.ndarray:
 @pytest.mark.parametrize(
     "size,grid",
     [
-        ((16, 16), (8, 8)),  # tiles of 2x2: one matmul
-        ((32, 24), (8, 8)),  # 4x3: rows summed first
+        ((16, 16), (8, 8)),  # tiles of 2x2: rows, then columns, added as slices
+        ((32, 24), (8, 8)),  # 4x3
+        ((64, 90), (2, 4)),  # 32x23 with a partial last column: long sides reduced
+        ((8, 32), (8, 8)),  # 1x4: one pixel row per tile
+        ((36, 3), (4, 3)),  # 9x1: one pixel column per tile
         ((7, 7), (8, 8)),  # one pixel per tile, the last row and column empty
         ((8, 8), (8, 8)),  # one pixel per tile, exactly
         ((31, 29), (8, 8)),  # partial last tiles
@@ -94,7 +97,7 @@ def test_tile_counts_match_a_loop_over_tiles(size, grid):
     x = torch.relu(torch.randn(2, 3, *size))
     conv = nn.Conv2d(3, 2, 1)
     record = capture(conv, lambda m: m(x), tile_grid=grid)[0]
-    assert record.input_nonzeros_per_tile.dtype == np.int32
+    assert record.input_nonzeros_per_tile.dtype == np.int16
     np.testing.assert_array_equal(record.input_nonzeros_per_tile, tile_counts_by_loop(x, *grid))
 
 
@@ -121,12 +124,23 @@ def test_conv_batches_accumulate_like_one_batch(slice_elements, spare, monkeypat
         np.testing.assert_array_equal(a.input_nonzeros_per_tile, b.input_nonzeros_per_tile)
 
 
+def test_tile_counts_take_the_narrowest_type_that_holds_a_full_tile():
+    assert nonzeros.tile_count_dtype(28 * 28) == np.int16
+    assert nonzeros.tile_count_dtype(32_767) == np.int16
+    assert nonzeros.tile_count_dtype(32_768) == np.int32
+    # a 200x200 input on a 1x1 grid: one tile of 40,000 pixels, all nonzero
+    x = torch.ones(1, 2, 200, 200)
+    record = capture(nn.Conv2d(2, 1, 1), lambda m: m(x), tile_grid=(1, 1))[0]
+    assert record.input_nonzeros_per_tile.dtype == np.int32
+    assert record.input_nonzeros_per_tile.tolist() == [[[[40_000]], [[40_000]]]]
+
+
 @pytest.mark.parametrize("on_host", [True, False])
 def test_tile_store_keeps_images_in_order_with_empty_tiles_zero(on_host, monkeypatch):
     monkeypatch.setattr(nonzeros, "SPARE_BATCHES", 1)  # the host buffer grows on every add
     monkeypatch.setattr(nonzeros, "MMAP_BYTES", 0)
     torch.manual_seed(5)
-    store = nonzeros.TileStore((3, 4), channels=2, on_host=on_host)
+    store = nonzeros.TileStore((3, 4), channels=2, on_host=on_host, pixels_per_tile=40_000)
     pieces = [torch.randint(1, 9, (n, 2, 2, 3)).float() for n in (2, 1, 3)]
     for piece in pieces:
         store.add(piece)
