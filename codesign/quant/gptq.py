@@ -45,6 +45,7 @@ from codesign.quant.sequential import LayerTimer, layer_inputs, record_batches
 from codesign.sparsity.masks import NMPattern
 from codesign.sparsity.obs import (
     channel_last_order,
+    column_sweep,
     input_hessian,
     inverse_hessian_factor,
     output_error,
@@ -129,30 +130,22 @@ def gptq_quantize(
     )
     s = scale.detach().double().to(device).flatten().expand(rows)
     codes = torch.zeros_like(work)
-    column_errors = torch.zeros_like(work)
+
+    def round_column(
+        index: int, local: int, block: torch.Tensor, diagonal: torch.Tensor
+    ) -> torch.Tensor:
+        if nm is not None and local % group == 0:
+            span = slice(index, index + group)
+            cost = block[:, local : local + group] ** 2 / diagonal[local : local + group] ** 2
+            drop = cost.topk(group - nm.n, dim=1, largest=False).indices
+            removed[:, span] = False
+            removed[:, span].scatter_(1, drop, True)
+        code = torch.clamp(torch.round(block[:, local] / s), qmin, qmax)
+        codes[:, index] = torch.where(removed[:, index], 0.0, code)
+        return codes[:, index] * s
+
     block_columns = group * max(1, config.block_columns // group)
-    for start in range(0, columns, block_columns):
-        end = min(start + block_columns, columns)
-        block = work[:, start:end].clone()
-        errors = torch.zeros_like(block)
-        h_block = h_inv[start:end, start:end]
-        diagonal = h_block.diagonal()
-        for i in range(end - start):
-            if nm is not None and i % group == 0:
-                span = slice(start + i, start + i + group)
-                cost = block[:, i : i + group] ** 2 / diagonal[i : i + group] ** 2
-                drop = cost.topk(group - nm.n, dim=1, largest=False).indices
-                removed[:, span] = False
-                removed[:, span].scatter_(1, drop, True)
-            column = block[:, i]
-            code = torch.clamp(torch.round(column / s), qmin, qmax)
-            code = torch.where(removed[:, start + i], 0.0, code)
-            error = (column - code * s) / h_block[i, i]
-            block[:, i:] -= error[:, None] * h_block[i, i:][None, :]
-            codes[:, start + i] = code
-            errors[:, i] = error
-        column_errors[:, start:end] = errors
-        work[:, end:] -= errors @ h_inv[start:end, end:]
+    column_errors = column_sweep(work, h_inv, block_columns, round_column)
     inverse = torch.argsort(order)
     return GPTQResult(codes[:, inverse], ~removed[:, inverse], column_errors[:, inverse])
 

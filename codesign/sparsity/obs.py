@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -122,6 +123,51 @@ def inverse_hessian_factor(
         ) from None
 
 
+# step(column, local, block, diagonal) -> the value column ``column`` takes ([K]); ``local``
+# is its index in ``block`` [K, block columns], ``diagonal`` the block's diagonal of U.
+ColumnStep = Callable[[int, int, torch.Tensor, torch.Tensor], torch.Tensor]
+# on_block(start, end, block, diagonal): called before each block's columns are visited.
+BlockStart = Callable[[int, int, torch.Tensor, torch.Tensor], None]
+
+
+@torch.no_grad()
+def column_sweep(
+    work: torch.Tensor,
+    h_inv: torch.Tensor,
+    block_columns: int,
+    step: ColumnStep,
+    on_block: BlockStart | None = None,
+) -> torch.Tensor:
+    """The Optimal Brain Surgeon column sweep that SparseGPT and GPTQ share, in place on
+    ``work`` [K, D] (float64) with ``h_inv`` [D, D], the upper Cholesky factor U of H^-1.
+
+    Left to right, column i takes the value ``step`` gives it (pruned: 0; quantized: its grid
+    point), and its error (w_i - value) / U_ii moves every later column of the row by
+    -error * U_i: to cancel what the inputs allow. Updates beyond the current block of
+    ``block_columns`` are applied once per block as one matmul (the papers' lazy batching).
+    Returns the errors [K, D]; ``work`` ends holding the chosen values.
+    """
+    columns = work.shape[1]
+    all_errors = torch.zeros_like(work)
+    for start in range(0, columns, block_columns):
+        end = min(start + block_columns, columns)
+        block = work[:, start:end].clone()
+        errors = torch.zeros_like(block)
+        h_block = h_inv[start:end, start:end]
+        diagonal = h_block.diagonal()
+        if on_block is not None:
+            on_block(start, end, block, diagonal)
+        for i in range(end - start):
+            column = block[:, i]
+            error = (column - step(start + i, i, block, diagonal)) / h_block[i, i]
+            block[:, i:] -= error[:, None] * h_block[i, i:][None, :]
+            errors[:, i] = error
+        work[:, start:end] = block
+        all_errors[:, start:end] = errors
+        work[:, end:] -= errors @ h_inv[start:end, end:]
+    return all_errors
+
+
 @torch.no_grad()
 def sparsegpt_prune(
     weight: torch.Tensor,
@@ -158,32 +204,28 @@ def sparsegpt_prune(
     total_removed = 0
     if isinstance(pattern, Unstructured):
         total_removed = round(pattern.sparsity * rows * columns)
-    for start in range(0, columns, block_columns):
-        end = min(start + block_columns, columns)
-        block = work[:, start:end].clone()
-        errors = torch.zeros_like(block)
-        h_block = h_inv[start:end, start:end]
-        diagonal = h_block.diagonal()
-        if isinstance(pattern, Unstructured):
-            # Cumulative rounding: the blocks' counts add up to the layer's exact count.
-            count = round(total_removed * end / columns) - round(total_removed * start / columns)
-            if count:
-                cost = (block**2 / diagonal**2).flatten()
-                chosen = torch.zeros(cost.numel(), dtype=torch.bool, device=work.device)
-                chosen[cost.topk(count, largest=False).indices] = True
-                removed[:, start:end] = chosen.view(rows, end - start)
-        for i in range(end - start):
-            if isinstance(pattern, NMPattern) and i % pattern.m == 0:
-                group = slice(i, i + pattern.m)
-                cost = block[:, group] ** 2 / diagonal[group] ** 2
-                drop = cost.topk(pattern.m - pattern.n, dim=1, largest=False).indices
-                removed[:, start + i : start + i + pattern.m].scatter_(1, drop, True)
-            column = block[:, i]
-            error = torch.where(removed[:, start + i], column, 0.0) / h_block[i, i]
-            block[:, i:] -= error[:, None] * h_block[i, i:][None, :]
-            errors[:, i] = error
-        work[:, start:end] = block
-        work[:, end:] -= errors @ h_inv[start:end, end:]
+
+    def choose_block(start: int, end: int, block: torch.Tensor, diagonal: torch.Tensor) -> None:
+        # Cumulative rounding: the blocks' counts add up to the layer's exact count.
+        count = round(total_removed * end / columns) - round(total_removed * start / columns)
+        if count:
+            cost = (block**2 / diagonal**2).flatten()
+            chosen = torch.zeros(cost.numel(), dtype=torch.bool, device=work.device)
+            chosen[cost.topk(count, largest=False).indices] = True
+            removed[:, start:end] = chosen.view(rows, end - start)
+
+    def prune_column(
+        index: int, local: int, block: torch.Tensor, diagonal: torch.Tensor
+    ) -> torch.Tensor:
+        if isinstance(pattern, NMPattern) and local % pattern.m == 0:
+            group = slice(local, local + pattern.m)
+            cost = block[:, group] ** 2 / diagonal[group] ** 2
+            drop = cost.topk(pattern.m - pattern.n, dim=1, largest=False).indices
+            removed[:, index : index + pattern.m].scatter_(1, drop, True)
+        return torch.where(removed[:, index], 0.0, block[:, local])
+
+    on_block = choose_block if isinstance(pattern, Unstructured) else None
+    column_sweep(work, h_inv, block_columns, prune_column, on_block)
     work[removed] = 0.0
     return work.to(weight.dtype), ~removed
 
