@@ -136,18 +136,21 @@ def test_tile_counts_take_the_narrowest_type_that_holds_a_full_tile():
 
 
 @pytest.mark.parametrize("on_host", [True, False])
-def test_tile_store_keeps_images_in_order_with_empty_tiles_zero(on_host, monkeypatch):
+@pytest.mark.parametrize("pixels_per_tile,dtype", [(12, np.int16), (40_000, np.int32)])
+def test_tile_store_keeps_images_in_order_with_empty_tiles_zero(
+    on_host, pixels_per_tile, dtype, monkeypatch
+):
     monkeypatch.setattr(nonzeros, "SPARE_BATCHES", 1)  # the host buffer grows on every add
     monkeypatch.setattr(nonzeros, "MMAP_BYTES", 0)
     torch.manual_seed(5)
-    store = nonzeros.TileStore((3, 4), channels=2, on_host=on_host, pixels_per_tile=40_000)
+    store = nonzeros.TileStore((3, 4), 2, on_host, pixels_per_tile)
     pieces = [torch.randint(1, 9, (n, 2, 2, 3)).float() for n in (2, 1, 3)]
     for piece in pieces:
         store.add(piece)
     array = store.array()
-    expected = np.zeros((6, 2, 3, 4), dtype=np.int32)
+    expected = np.zeros((6, 2, 3, 4), dtype=dtype)
     expected[:, :, :2, :3] = torch.cat(pieces).numpy()
-    assert array.dtype == np.int32 and not array.flags.writeable
+    assert array.dtype == dtype and not array.flags.writeable
     np.testing.assert_array_equal(array, expected)
 
 
