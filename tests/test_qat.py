@@ -266,3 +266,57 @@ def test_cli_progressive_flag_builds_the_spec_and_bad_values_exit_2(tmp_path):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], result.stderr
         assert not out.exists() or not any(out.iterdir())
+
+
+def test_step_bounds_hold_a_step_size_under_an_exploding_gradient():
+    weight = torch.randn(4, 3, 3, 3)
+    quantizer = WeightQuantizer(weight.shape, bits=2)
+    quantizer.calibrate(weight, "mse")
+    quantizer.learn_scale = True
+    quantizer.scale.requires_grad_(True)
+    start = quantizer.scale.detach().clone()
+    bounds = qat_module.StepBounds([quantizer.scale], ratio=2.0)
+    optimizer = torch.optim.SGD([quantizer.scale], lr=1.0)
+    for sign in (1e6, -1e6):
+        (sign * quantizer(weight).sum()).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        stepped = quantizer.scale.detach().abs().clone()
+        assert bool(((stepped > start * 2) | (stepped < start / 2)).all())  # far outside
+        bounds.apply_()
+        expected = torch.where(stepped > start * 2, start * 2, start / 2)
+        assert torch.allclose(quantizer.scale.detach(), expected)
+    with pytest.raises(ValueError, match="at least 1"):
+        qat_module.StepBounds([quantizer.scale], ratio=0.5)
+
+
+def lsq_run(digits, spec: QuantSpec, lr: float) -> tuple[dict, dict]:
+    """QAT a calibrated ResNet-8 one epoch at ``lr``; returns each quantizer's step size
+    before and after (by its position among the model's quantizers)."""
+    model = quantize_(float_model(), spec)
+    loop = make_forward_loop(digits.calibration_set(64)[0], 64)
+    calibrate(model, loop, spec, learned_rounding=False, float_model=float_model())
+    before = {
+        i: q.scale.detach().abs().clone() for i, q in enumerate(qat_module._quantizers(model))
+    }
+    train = QATSpec(epochs=1, lr=lr, batch_size=100, weight_decay=0.0)
+    qat_module.train_qat(model, digits, train, progress=False)
+    after = {i: q.scale.detach().clone() for i, q in enumerate(qat_module._quantizers(model))}
+    return before, after
+
+
+def test_two_bit_qat_keeps_every_step_size_within_its_bound_and_four_bit_does_not(digits):
+    assert qat_module.bounds_step_sizes({"a": (8, 8), "b": (2, 4)})
+    assert not qat_module.bounds_step_sizes({"a": (8, 8), "b": (3, 3), "c": (4, 4)})
+    ratio = qat_module.STEP_BOUND_RATIO
+    w4a4 = QuantSpec(weight_bits=4, act_bits=4, keep_8bit=("first", "last"), method="minmax")
+    before, after = lsq_run(digits, w4a4, lr=0.5)
+    ratios = [float((after[i] / before[i]).max().clamp(min=1e-12)) for i in before]
+    assert max(ratios) > ratio  # unbounded at 4 bits, this rate moves some step far
+    before, after = lsq_run(digits, W2A2, lr=0.5)
+    moved = False
+    for i in before:
+        assert bool((after[i] >= before[i] / ratio * (1 - 1e-6)).all()), i
+        assert bool((after[i] <= before[i] * ratio * (1 + 1e-6)).all()), i
+        moved |= not torch.allclose(after[i], before[i])
+    assert moved

@@ -59,6 +59,51 @@ def disable_lsq_(model: nn.Module) -> None:
         quantizer.scale.data.abs_().clamp_(min=1e-12)
 
 
+# Below this width (any final quantizer) learned step sizes are bounded around where each stage
+# starts them (see StepBounds); at 3 bits and wider LSQ trains them unbounded.
+BOUND_STEPS_BELOW_BITS = 3
+# How far a bounded step size may move from its start, as a factor either way.
+STEP_BOUND_RATIO = 2.0
+
+
+class StepBounds:
+    """Keeps learned step sizes within a factor ``ratio`` either way of where a stage started
+    them: each step size ``s0`` (as calibrated, or re-estimated at a change of width) stays in
+    ``[s0 / ratio, s0 * ratio]``; :meth:`apply_` clamps them in place (after optimizer steps).
+
+    Why: with 2-bit weights and BN folded, nothing renormalises a layer's output, and LSQ's
+    step-size gradient, scaled for the weights it quantizes, moves the tiny step sizes of
+    the 8-bit first and last layers several-fold within an epoch (measured: the first conv's
+    weight steps x3 in two epochs at lr 1e-3, the classifier's input step x46 in one epoch at
+    5e-3, after which every input to it rounds to zero and training is dead at chance). A
+    bound around the MSE start is the simplest form of the step-size constraints of PACT's
+    clipping-level regularisation and LSQ+'s initialisation-anchored steps: the range found
+    by calibration is close to right, and training may refine it but not abandon it.
+    """
+
+    def __init__(self, scales: list[nn.Parameter], ratio: float = STEP_BOUND_RATIO) -> None:
+        if not ratio >= 1.0:
+            raise ValueError(f"step bound ratio must be at least 1, got {ratio}")
+        self.scales = scales
+        start = [p.detach().abs().clamp(min=1e-12) for p in scales]
+        self.low = [s / ratio for s in start]
+        self.high = [s * ratio for s in start]
+
+    @torch.no_grad()
+    def apply_(self, step: int = 0) -> None:
+        """Clamp every step size into its bounds (``step`` is ignored: a training hook)."""
+        for scale, low, high in zip(self.scales, self.low, self.high, strict=True):
+            scale.abs_()
+            torch.maximum(scale, low, out=scale)
+            torch.minimum(scale, high, out=scale)
+
+
+def bounds_step_sizes(widths: Mapping[str, tuple[int, int]]) -> bool:
+    """Whether QAT to ``widths`` bounds its learned step sizes (any width below
+    ``BOUND_STEPS_BELOW_BITS``)."""
+    return any(min(pair) < BOUND_STEPS_BELOW_BITS for pair in widths.values())
+
+
 def layer_widths(model: nn.Module) -> Widths:
     """Each quantized layer's (weight bits, input bits)."""
     return {name: (layer.weight_bits, layer.input_bits) for name, layer in quant_layers(model)}
@@ -146,6 +191,7 @@ def train_qat(
         (stage, dataclasses.replace(spec, epochs=stage.epochs, progressive=())) for stage in stages
     ]
     plan.append((None, dataclasses.replace(spec, progressive=()) if stages else spec))
+    bounded = bounds_step_sizes(final)
     scales = enable_lsq_(model)
     scale_ids = {id(p) for p in scales}
     weights = [p for p in model.parameters() if p.requires_grad and id(p) not in scale_ids]
@@ -165,11 +211,14 @@ def train_qat(
                 key = json.dumps({"qat": state_key, "stage": index, "widths": widths})
                 if state_path is not None and stage is not None:
                     path = stage_state_path(Path(state_path), index)
+            # Bounds around this stage's start: a killed run resumes inside the same bounds.
+            bounds = StepBounds(scales) if bounded else None
             history = train(
                 model,
                 dataset,
                 stage_spec,
                 teacher=teacher,
+                on_step=bounds.apply_ if bounds is not None else None,
                 parameters=weights,
                 extra_param_groups=[{"params": scales, "weight_decay": 0.0}],
                 state_path=path,
@@ -177,6 +226,8 @@ def train_qat(
                 progress=progress,
                 runtime=runtime,
             )
+            if bounds is not None:
+                bounds.apply_()
             totals["train_seconds"] += history["train_seconds"]
             totals["epochs"] += history["epochs"]
             totals["steps"] += history["steps"]
