@@ -7,6 +7,7 @@ claim is checked on real training rather than on stubs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -320,3 +321,44 @@ def test_two_bit_qat_keeps_every_step_size_within_its_bound_and_four_bit_does_no
         assert bool((after[i] <= before[i] * ratio * (1 + 1e-6)).all()), i
         moved |= not torch.allclose(after[i], before[i])
     assert moved
+
+
+def test_command_schedule_follows_the_final_widths_below_four_bits():
+    import argparse
+
+    from codesign.cli.specs import qat_train_spec
+
+    def spec(weight_bits, act_bits, epochs=None, progressive=None):
+        args = argparse.Namespace(
+            weight_bits=weight_bits,
+            act_bits=act_bits,
+            epochs=epochs,
+            lr=None,
+            batch_size=None,
+            progressive=progressive,
+            seed=0,
+        )
+        return qat_train_spec(args)
+
+    assert spec(4, 4) == spec(8, 4) == dataclasses.replace(DEFAULT_QAT)  # W4A4 as before
+    w3a3 = spec(3, 3)
+    assert (w3a3.epochs, w3a3.progressive, w3a3.lr) == (16, (QATStage(4, 4),), DEFAULT_QAT.lr)
+    assert (spec(2, 2).epochs, spec(2, 2).progressive) == (16, ())
+    assert (spec(2, 4).epochs, spec(4, 3).progressive) == (16, (QATStage(4, 4),))
+    # A given --epochs or --progressive replaces the whole derived schedule.
+    assert (spec(3, 3, epochs=5).epochs, spec(3, 3, epochs=5).progressive) == (5, ())
+    given = spec(2, 2, progressive="4:1")
+    assert (given.epochs, given.progressive) == (DEFAULT_QAT.epochs, (QATStage(4, 1),))
+
+
+def test_auto_starts_qat_from_learned_rounding_only_below_three_bits():
+    def rounding(weight_bits, act_bits, method="auto"):
+        quant = QuantSpec(weight_bits=weight_bits, act_bits=act_bits, method=method)
+        (ptq, _) = variant_steps(quant=quant, qat=DEFAULT_QAT)
+        return ptq.learned_rounding
+
+    assert rounding(2, 2) and rounding(2, 4) and rounding(4, 2)
+    assert not rounding(3, 3) and not rounding(4, 4) and not rounding(8, 8)
+    assert rounding(4, 4, "brecq") and not rounding(2, 2, "mse")
+    (ptq,) = variant_steps(quant=QuantSpec(weight_bits=4, act_bits=4))
+    assert ptq.learned_rounding  # PTQ alone: as before
