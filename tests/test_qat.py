@@ -139,14 +139,18 @@ def record_stage_widths(monkeypatch, kill_at: int | None = None) -> list[dict]:
     steps = [0]
     real_train = qat_module.train
 
-    def on_step(_: int) -> None:
-        steps[0] += 1
-        if kill_at is not None and steps[0] == kill_at:
-            raise Killed
-
-    def train(model, *args, **kwargs):
+    def train(model, *args, on_step=None, **kwargs):
         widths.append(layer_widths(model))
-        return real_train(model, *args, on_step=on_step, **kwargs)
+        inner = on_step  # QAT's own hook (the step-size bound below 3 bits)
+
+        def counted(step: int) -> None:
+            steps[0] += 1
+            if kill_at is not None and steps[0] == kill_at:
+                raise Killed
+            if inner is not None:
+                inner(step)
+
+        return real_train(model, *args, on_step=counted, **kwargs)
 
     monkeypatch.setattr(qat_module, "train", train)
     return widths
