@@ -347,8 +347,8 @@ def test_command_schedule_follows_the_final_widths_below_four_bits():
     assert spec(4, 4) == spec(8, 4) == dataclasses.replace(DEFAULT_QAT)  # W4A4 as before
     w3a3 = spec(3, 3)
     assert (w3a3.epochs, w3a3.progressive, w3a3.lr) == (16, (QATStage(4, 4),), DEFAULT_QAT.lr)
-    assert (spec(2, 2).epochs, spec(2, 2).progressive) == (16, ())
-    assert (spec(2, 4).epochs, spec(4, 3).progressive) == (16, (QATStage(4, 4),))
+    assert (spec(2, 2).epochs, spec(2, 2).progressive) == (32, ())
+    assert (spec(2, 4).epochs, spec(4, 3).progressive) == (32, (QATStage(4, 4),))
     # A given --epochs or --progressive replaces the whole derived schedule.
     assert (spec(3, 3, epochs=5).epochs, spec(3, 3, epochs=5).progressive) == (5, ())
     given = spec(2, 2, progressive="4:1")
