@@ -52,6 +52,7 @@ __all__ = [
     "check_progressive",
     "from_dict",
     "load_toml",
+    "qat_width_defaults",
     "resolve_overrides",
     "to_dict",
 ]
@@ -338,6 +339,29 @@ def as_qat_spec(spec: TrainSpec | None) -> QATSpec | None:
     if spec is None or isinstance(spec, QATSpec):
         return spec
     return QATSpec(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(TrainSpec)})
+
+
+# Below this width (the narrower of a quant spec's weight and activation bits) QAT starts from
+# learned rounding (``auto`` PTQ runs block reconstruction before QAT instead of nearest
+# rounding): at W2A2 on the CIFAR-10 subset the nearest-rounded start is at chance (13 %) and
+# a few thousand images do not train it back, while BRECQ's start is at 81.5 % and 32 QAT
+# epochs reach 85.9 % (docs/results/resnet20-quantization.md).
+LEARNED_ROUNDING_QAT_BELOW_BITS = 3
+
+
+def qat_width_defaults(weight_bits: int, act_bits: int) -> dict[str, Any]:
+    """The QAT settings ``codesign qat`` uses for these final widths where its flags leave
+    them out, beyond :data:`DEFAULT_QAT`: below 4 bits the schedules measured on the CIFAR-10
+    subset (docs/results/resnet20-quantization.md). W3A3 (narrowest 3 bits): 4 epochs at W4A4
+    then 16 at the final widths (Zhuang et al.'s progressive lowering); narrower: 32 epochs
+    from the learned-rounding start (16 reach 84.9 %, 32 85.9 % at W2A2), no stage (a W4A4 / W3A3 stage would be re-narrowed by
+    nearest rounding and lose that start). 4 bits and wider: none."""
+    narrowest = min(weight_bits, act_bits)
+    if narrowest >= 4:
+        return {}
+    if narrowest >= LEARNED_ROUNDING_QAT_BELOW_BITS:
+        return {"epochs": 16, "progressive": (QATStage(bits=4, epochs=4),)}
+    return {"epochs": 32}
 
 
 def check_progressive(quant: QuantSpec, qat: TrainSpec) -> None:

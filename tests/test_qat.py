@@ -7,6 +7,7 @@ claim is checked on real training rather than on stubs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -138,14 +139,18 @@ def record_stage_widths(monkeypatch, kill_at: int | None = None) -> list[dict]:
     steps = [0]
     real_train = qat_module.train
 
-    def on_step(_: int) -> None:
-        steps[0] += 1
-        if kill_at is not None and steps[0] == kill_at:
-            raise Killed
-
-    def train(model, *args, **kwargs):
+    def train(model, *args, on_step=None, **kwargs):
         widths.append(layer_widths(model))
-        return real_train(model, *args, on_step=on_step, **kwargs)
+        inner = on_step  # QAT's own hook (the step-size bound below 3 bits)
+
+        def counted(step: int) -> None:
+            steps[0] += 1
+            if kill_at is not None and steps[0] == kill_at:
+                raise Killed
+            if inner is not None:
+                inner(step)
+
+        return real_train(model, *args, on_step=counted, **kwargs)
 
     monkeypatch.setattr(qat_module, "train", train)
     return widths
@@ -266,3 +271,98 @@ def test_cli_progressive_flag_builds_the_spec_and_bad_values_exit_2(tmp_path):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], result.stderr
         assert not out.exists() or not any(out.iterdir())
+
+
+def test_step_bounds_hold_a_step_size_under_an_exploding_gradient():
+    weight = torch.randn(4, 3, 3, 3)
+    quantizer = WeightQuantizer(weight.shape, bits=2)
+    quantizer.calibrate(weight, "mse")
+    quantizer.learn_scale = True
+    quantizer.scale.requires_grad_(True)
+    start = quantizer.scale.detach().clone()
+    bounds = qat_module.StepBounds([quantizer.scale], ratio=2.0)
+    optimizer = torch.optim.SGD([quantizer.scale], lr=1.0)
+    for sign in (1e6, -1e6):
+        (sign * quantizer(weight).sum()).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        stepped = quantizer.scale.detach().abs().clone()
+        assert bool(((stepped > start * 2) | (stepped < start / 2)).all())  # far outside
+        bounds.apply_()
+        expected = torch.where(stepped > start * 2, start * 2, start / 2)
+        assert torch.allclose(quantizer.scale.detach(), expected)
+    with pytest.raises(ValueError, match="at least 1"):
+        qat_module.StepBounds([quantizer.scale], ratio=0.5)
+
+
+def lsq_run(digits, spec: QuantSpec, lr: float) -> tuple[dict, dict]:
+    """QAT a calibrated ResNet-8 one epoch at ``lr``; returns each quantizer's step size
+    before and after (by its position among the model's quantizers)."""
+    model = quantize_(float_model(), spec)
+    loop = make_forward_loop(digits.calibration_set(64)[0], 64)
+    calibrate(model, loop, spec, learned_rounding=False, float_model=float_model())
+    before = {
+        i: q.scale.detach().abs().clone() for i, q in enumerate(qat_module._quantizers(model))
+    }
+    train = QATSpec(epochs=1, lr=lr, batch_size=100, weight_decay=0.0)
+    qat_module.train_qat(model, digits, train, progress=False)
+    after = {i: q.scale.detach().clone() for i, q in enumerate(qat_module._quantizers(model))}
+    return before, after
+
+
+def test_two_bit_qat_keeps_every_step_size_within_its_bound_and_four_bit_does_not(digits):
+    assert qat_module.bounds_step_sizes({"a": (8, 8), "b": (2, 4)})
+    assert not qat_module.bounds_step_sizes({"a": (8, 8), "b": (3, 3), "c": (4, 4)})
+    ratio = qat_module.STEP_BOUND_RATIO
+    w4a4 = QuantSpec(weight_bits=4, act_bits=4, keep_8bit=("first", "last"), method="minmax")
+    before, after = lsq_run(digits, w4a4, lr=0.5)
+    ratios = [float((after[i] / before[i]).max().clamp(min=1e-12)) for i in before]
+    assert max(ratios) > ratio  # unbounded at 4 bits, this rate moves some step far
+    before, after = lsq_run(digits, W2A2, lr=0.5)
+    moved = False
+    for i in before:
+        assert bool((after[i] >= before[i] / ratio * (1 - 1e-6)).all()), i
+        assert bool((after[i] <= before[i] * ratio * (1 + 1e-6)).all()), i
+        moved |= not torch.allclose(after[i], before[i])
+    assert moved
+
+
+def test_command_schedule_follows_the_final_widths_below_four_bits():
+    import argparse
+
+    from codesign.cli.specs import qat_train_spec
+
+    def spec(weight_bits, act_bits, epochs=None, progressive=None):
+        args = argparse.Namespace(
+            weight_bits=weight_bits,
+            act_bits=act_bits,
+            epochs=epochs,
+            lr=None,
+            batch_size=None,
+            progressive=progressive,
+            seed=0,
+        )
+        return qat_train_spec(args)
+
+    assert spec(4, 4) == spec(8, 4) == dataclasses.replace(DEFAULT_QAT)  # W4A4 as before
+    w3a3 = spec(3, 3)
+    assert (w3a3.epochs, w3a3.progressive, w3a3.lr) == (16, (QATStage(4, 4),), DEFAULT_QAT.lr)
+    assert (spec(2, 2).epochs, spec(2, 2).progressive) == (32, ())
+    assert (spec(2, 4).epochs, spec(4, 3).progressive) == (32, (QATStage(4, 4),))
+    # A given --epochs or --progressive replaces the whole derived schedule.
+    assert (spec(3, 3, epochs=5).epochs, spec(3, 3, epochs=5).progressive) == (5, ())
+    given = spec(2, 2, progressive="4:1")
+    assert (given.epochs, given.progressive) == (DEFAULT_QAT.epochs, (QATStage(4, 1),))
+
+
+def test_auto_starts_qat_from_learned_rounding_only_below_three_bits():
+    def rounding(weight_bits, act_bits, method="auto"):
+        quant = QuantSpec(weight_bits=weight_bits, act_bits=act_bits, method=method)
+        (ptq, _) = variant_steps(quant=quant, qat=DEFAULT_QAT)
+        return ptq.learned_rounding
+
+    assert rounding(2, 2) and rounding(2, 4) and rounding(4, 2)
+    assert not rounding(3, 3) and not rounding(4, 4) and not rounding(8, 8)
+    assert rounding(4, 4, "brecq") and not rounding(2, 2, "mse")
+    (ptq,) = variant_steps(quant=QuantSpec(weight_bits=4, act_bits=4))
+    assert ptq.learned_rounding  # PTQ alone: as before

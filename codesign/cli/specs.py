@@ -27,8 +27,10 @@ def quant_spec(args: argparse.Namespace) -> Any:
 
 
 def qat_train_spec(args: argparse.Namespace) -> Any:
-    """The QAT defaults recipes use (``QAT_DEFAULTS``) with the options given."""
-    from codesign.config import QATSpec
+    """The QAT defaults recipes use (``QAT_DEFAULTS``), below 4 bits the schedule of the final
+    widths (:func:`codesign.config.qat_width_defaults`: epochs and progressive stages, only
+    where neither ``--epochs`` nor ``--progressive`` is given), with the options given."""
+    from codesign.config import QATSpec, qat_width_defaults
     from codesign.recipe import QAT_DEFAULTS
 
     given = {
@@ -38,7 +40,12 @@ def qat_train_spec(args: argparse.Namespace) -> Any:
         "progressive": parse_stages(args.progressive) if args.progressive is not None else None,
     }
     changes = {key: value for key, value in given.items() if value is not None}
-    return QATSpec(**{**QAT_DEFAULTS, **changes, "seed": args.seed})
+    widths = (getattr(args, "weight_bits", None), getattr(args, "act_bits", None))
+    schedule: dict[str, Any] = {}
+    if None not in widths and args.epochs is None and args.progressive is None:
+        # The schedule is one piece: a given --epochs or --progressive replaces all of it.
+        schedule = qat_width_defaults(*widths)
+    return QATSpec(**{**QAT_DEFAULTS, **schedule, **changes, "seed": args.seed})
 
 
 def parse_stages(text: str) -> tuple[Any, ...]:

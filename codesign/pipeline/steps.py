@@ -24,7 +24,14 @@ import torch
 from torch import nn
 
 from codesign import distributed
-from codesign.config import QuantSpec, SparsitySpec, TrainSpec, check_progressive, to_dict
+from codesign.config import (
+    LEARNED_ROUNDING_QAT_BELOW_BITS,
+    QuantSpec,
+    SparsitySpec,
+    TrainSpec,
+    check_progressive,
+    to_dict,
+)
 from codesign.data import Dataset, evaluate, make_forward_loop
 from codesign.data.subsets import rank_shard
 from codesign.errors import ConfigError
@@ -352,8 +359,9 @@ def variant_steps(
     """The ordered steps of a variant described by its tables (as recipes and the CLI do).
 
     Under ``auto``, PTQ before QAT keeps nearest rounding: fine-tuning moves the weights
-    anyway, and learned rounding would cost most of the calibration time; an explicit
-    ``adaround`` or ``brecq`` is honoured.
+    anyway, and learned rounding would cost most of the calibration time; below
+    ``LEARNED_ROUNDING_QAT_BELOW_BITS`` (2-bit weights or activations) it runs learned
+    rounding, whose start QAT needs there. An explicit ``adaround`` or ``brecq`` is honoured.
     """
     if finetune is not None and sparsity is None:
         raise ConfigError("fine-tuning after pruning needs a sparsity spec")
@@ -372,7 +380,12 @@ def variant_steps(
                 "quant.calib_budget_s chooses a PTQ method on the validation split; before "
                 "QAT the PTQ step keeps nearest rounding: drop calib_budget_s or the QAT step"
             )
-        rounding = quant.method in ("adaround", "brecq") if qat is not None else True
+        rounding = True
+        if qat is not None:
+            narrowest = min(quant.weight_bits, quant.act_bits)
+            rounding = quant.method in ("adaround", "brecq") or (
+                quant.method == "auto" and narrowest < LEARNED_ROUNDING_QAT_BELOW_BITS
+            )
         steps.append(PTQStep(quant, learned_rounding=rounding))
         if qat is not None:
             steps.append(QATStep(qat))
