@@ -42,6 +42,7 @@ from codesign.config import (
     DEFAULT_QAT,
     DEFAULT_VALIDATION_FRACTION,
     PruneMethod,
+    PtqMethod,
     QATSpec,
     QuantSpec,
     Seed,
@@ -201,7 +202,9 @@ class SearchSpec:
     kept (none if absent): what the front's one-shot predictions are then checked against.
     ``prune_method``: how sparse options choose their masks, "magnitude" or "sparsegpt"
     (``SparsitySpec.method``; SparseGPT needs no fine-tuning to be close, so its one-shot
-    sensitivities predict the fine-tuned configurations better).
+    sensitivities predict the fine-tuned configurations better). ``quant_method``: the PTQ
+    method (``QuantSpec.method``) of every model the search builds; with ``qat`` a cheap
+    one ("mse") is enough, as QAT learns the rounding and ranges after it.
     """
 
     datapath: str = "scnn"
@@ -216,6 +219,7 @@ class SearchSpec:
     )
     qat: QATSpec | None = dataclasses.field(default=None, metadata={"defaults": QAT_DEFAULTS})
     prune_method: PruneMethod = "magnitude"
+    quant_method: PtqMethod = "auto"
 
     def __post_init__(self) -> None:
         # A plain TrainSpec given in code is a QAT table without progressive stages.

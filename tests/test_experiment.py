@@ -193,6 +193,11 @@ def test_configuration_variant_carries_per_layer_choices() -> None:
     assert mixed.sparsity is not None and mixed.sparsity.method == "sparsegpt"
     uniform = option_variant(Option(8, 8, "2:4"), repaired, "u")
     assert uniform.sparsity is not None and uniform.sparsity.method == "sparsegpt"
+    # quant_method is the PTQ method of every model the search builds.
+    assert mixed.quant is not None and mixed.quant.method == "auto"
+    cheap = dataclasses.replace(spec, quant_method="mse")
+    assert configuration_variant("v", ["a"], [Option(4, 4, "dense")], cheap).quant.method == "mse"
+    assert option_variant(Option(4, 4, "dense"), cheap, "u").quant.method == "mse"
 
 
 def test_search_on_digits_verifies_a_dominating_configuration(tmp_path: Path) -> None:
@@ -220,10 +225,19 @@ def test_search_on_digits_verifies_a_dominating_configuration(tmp_path: Path) ->
     assert len({v["variant"] for v in search["verified"]}) == 3
     # results.json["search"] is the JSON form of a SearchResult, and parses back to it.
     assert SearchResult.from_json(search).to_json() == search
+    # How the predictions held, from the verified figures it lists.
+    errors = [abs(v["predicted_top1"] - v["val_top1"]) for v in search["verified"]]
+    assert search["prediction"]["configurations"] == 3
+    assert search["prediction"]["mean_abs_error_points"] == pytest.approx(sum(errors) / 3)
+    assert -1.0 <= (search["prediction"]["rank_correlation"] or 0.0) <= 1.0
+    # The predictions start from the trained reference, a uniform model built like the rest.
+    assert search["reference_val_top1"] == search["front"][0]["predicted_top1"]
     load_recipe(path)  # the search table is part of the recipe schema
     # report.html prints each verified configuration's bit operations on the search datapath.
     html = (out / "report.html").read_text()
     search_table = html.split("<h2>Co-design search</h2>", 1)[1].split("<h3>", 1)[0]
+    mae = search["prediction"]["mean_abs_error_points"]
+    assert f"mean absolute error {mae:.2f} points" in search_table
     assert "GBOPs / inference" in search_table and "effectual GBOPs" in search_table
     for verified in search["verified"]:
         cost = verified["datapaths"]["scnn"]
