@@ -133,7 +133,8 @@ class SearchResult:
     top-1 on them and on the whole validation split (%), the option labels and searchable
     layers with the measured tables ([layers, options]: drops in points, energies in uJ per
     inference), the predicted front, the chosen configuration's name (None when no build met
-    the constraint) and every verified configuration, by front index."""
+    the constraint) and every verified configuration, by front index. ``uniform_val_top1``:
+    each option's uniform model's validation top-1 (%), which scales that option's drops."""
 
     objective: str
     datapath: str
@@ -149,6 +150,7 @@ class SearchResult:
     front: tuple[FrontEntry, ...]
     chosen: str | None
     verified: tuple[VerifiedConfiguration, ...]
+    uniform_val_top1: tuple[float, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -176,6 +178,7 @@ class SearchResult:
             "front": [entry.to_json() for entry in self.front],
             "chosen": self.chosen,
             "verified": [v.to_json() for v in self.verified],
+            "uniform_val_top1": list(self.uniform_val_top1),
             "prediction": self.prediction(),
         }
 
@@ -206,7 +209,7 @@ class SearchResult:
         )
         # The intervals and the prediction figures are derived from the rest: recomputed.
         derived = ("reference_top1_sensitivity_ci95", "reference_val_top1_ci95", "prediction")
-        check_json_keys(data, keys, "search", optional=derived)
+        check_json_keys(data, keys, "search", optional=(*derived, "uniform_val_top1"))
         try:
             subsets = data["subsets"]
             front = []
@@ -232,6 +235,7 @@ class SearchResult:
                 front=tuple(front),
                 chosen=data["chosen"],
                 verified=tuple(VerifiedConfiguration.from_json(v) for v in data["verified"]),
+                uniform_val_top1=tuple(data.get("uniform_val_top1", ())),
             )
         except (CodesignError, KeyError, TypeError) as exc:
             raise ResultError(f"search: {exc}") from None
