@@ -217,18 +217,20 @@ def test_search_on_digits_verifies_a_dominating_configuration(tmp_path: Path) ->
     assert any(p["source"] == "search" for p in results["points"])
     chosen = next(v for v in search["verified"] if v["chosen"])
     assert chosen["top1"] >= 98.0  # verified by evaluation on the test split
-    # The builds left after the choice verify the predicted-safer part of the front.
-    assert len(search["verified"]) == 3
+    # The builds left after the choice verify the predicted-safer part of the front, down to
+    # its safe end (index 0): as many as it has, up to verify = 3.
+    index = int(chosen["variant"].removeprefix("search-"))
+    assert index >= 1 and len(search["verified"]) == min(3, index + 1)
     others = [v for v in search["verified"] if not v["chosen"]]
     predicted = "predicted_energy_uj_per_inference"
     assert all(v[predicted] > chosen[predicted] for v in others)
-    assert len({v["variant"] for v in search["verified"]}) == 3
+    assert len({v["variant"] for v in search["verified"]}) == len(search["verified"])
     # results.json["search"] is the JSON form of a SearchResult, and parses back to it.
     assert SearchResult.from_json(search).to_json() == search
     # How the predictions held, from the verified figures it lists.
     errors = [abs(v["predicted_top1"] - v["val_top1"]) for v in search["verified"]]
-    assert search["prediction"]["configurations"] == 3
-    assert search["prediction"]["mean_abs_error_points"] == pytest.approx(sum(errors) / 3)
+    assert search["prediction"]["configurations"] == len(errors)
+    assert search["prediction"]["mean_abs_error_points"] == pytest.approx(sum(errors) / len(errors))
     assert -1.0 <= (search["prediction"]["rank_correlation"] or 0.0) <= 1.0
     # The predictions start from the trained reference, a uniform model built like the rest.
     assert search["reference_val_top1"] == search["front"][0]["predicted_top1"]
