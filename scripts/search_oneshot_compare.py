@@ -38,7 +38,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     recipe = load_recipe(args.recipe, data_override=args.data)
-    search = json.loads((args.out / "results.json").read_text())["search"]
     runtime = start(make_runtime("cpu", "off", args.threads, recipe.seed))
     study = open_study(recipe, args.out, progress=False, runtime=runtime)
     spec = dataclasses.replace(recipe.search or SearchSpec(), qat=None, finetune=None)
@@ -47,6 +46,7 @@ def main() -> None:
     layers = searchable_layers(study.float_model, spec)
     tables = cached_tables(study, spec, options, layers, force=False, jobs=args.jobs)
     drops = charged_drops(tables.drops, spec.sensitivity_samples)
+    search = json.loads((args.out / "results.json").read_text())["search"]
     column = {o: i for i, o in enumerate(options)}
     rows, oneshot, trained, verified = [], [], [], []
     for config in search["verified"]:
