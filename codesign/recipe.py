@@ -197,9 +197,10 @@ class SearchSpec:
     simulated per-layer energy is minimised. ``sensitivity_samples`` validation images
     measure each layer's accuracy drop (the test split is never used to choose). ``verify``: how many
     configurations of the searched front are built and evaluated for real. ``finetune``: fine-
-    tuning of sparse configurations before their verification (none if absent). ``qat``:
-    quantization-aware training of every verified configuration after its PTQ, pruning masks
-    kept (none if absent): what the front's one-shot predictions are then checked against.
+    tuning of sparse models before their PTQ (none if absent). ``qat``: quantization-aware
+    training of every model the search builds after its PTQ, pruning masks kept (none if
+    absent). Both apply to the uniform models the sensitivity is measured on as to the
+    verified configurations, so the drops measure what that training leaves.
     ``prune_method``: how sparse options choose their masks, "magnitude" or "sparsegpt"
     (``SparsitySpec.method``; SparseGPT needs no fine-tuning to be close, so its one-shot
     sensitivities predict the fine-tuned configurations better). ``quant_method``: the PTQ
