@@ -42,6 +42,7 @@ from codesign.config import (
     DEFAULT_QAT,
     DEFAULT_VALIDATION_FRACTION,
     PruneMethod,
+    PtqMethod,
     QATSpec,
     QuantSpec,
     Seed,
@@ -196,12 +197,15 @@ class SearchSpec:
     simulated per-layer energy is minimised. ``sensitivity_samples`` validation images
     measure each layer's accuracy drop (the test split is never used to choose). ``verify``: how many
     configurations of the searched front are built and evaluated for real. ``finetune``: fine-
-    tuning of sparse configurations before their verification (none if absent). ``qat``:
-    quantization-aware training of every verified configuration after its PTQ, pruning masks
-    kept (none if absent): what the front's one-shot predictions are then checked against.
+    tuning of sparse models before their PTQ (none if absent). ``qat``: quantization-aware
+    training of every model the search builds after its PTQ, pruning masks kept (none if
+    absent). Both apply to the uniform models the sensitivity is measured on as to the
+    verified configurations, so the drops measure what that training leaves.
     ``prune_method``: how sparse options choose their masks, "magnitude" or "sparsegpt"
     (``SparsitySpec.method``; SparseGPT needs no fine-tuning to be close, so its one-shot
-    sensitivities predict the fine-tuned configurations better).
+    sensitivities predict the fine-tuned configurations better). ``quant_method``: the PTQ
+    method (``QuantSpec.method``) of every model the search builds; with ``qat`` a cheap
+    one ("mse") is enough, as QAT learns the rounding and ranges after it.
     """
 
     datapath: str = "scnn"
@@ -216,6 +220,7 @@ class SearchSpec:
     )
     qat: QATSpec | None = dataclasses.field(default=None, metadata={"defaults": QAT_DEFAULTS})
     prune_method: PruneMethod = "magnitude"
+    quant_method: PtqMethod = "auto"
 
     def __post_init__(self) -> None:
         # A plain TrainSpec given in code is a QAT table without progressive stages.

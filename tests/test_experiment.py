@@ -193,6 +193,11 @@ def test_configuration_variant_carries_per_layer_choices() -> None:
     assert mixed.sparsity is not None and mixed.sparsity.method == "sparsegpt"
     uniform = option_variant(Option(8, 8, "2:4"), repaired, "u")
     assert uniform.sparsity is not None and uniform.sparsity.method == "sparsegpt"
+    # quant_method is the PTQ method of every model the search builds.
+    assert mixed.quant is not None and mixed.quant.method == "auto"
+    cheap = dataclasses.replace(spec, quant_method="mse")
+    assert configuration_variant("v", ["a"], [Option(4, 4, "dense")], cheap).quant.method == "mse"
+    assert option_variant(Option(4, 4, "dense"), cheap, "u").quant.method == "mse"
 
 
 def test_search_on_digits_verifies_a_dominating_configuration(tmp_path: Path) -> None:
@@ -212,18 +217,29 @@ def test_search_on_digits_verifies_a_dominating_configuration(tmp_path: Path) ->
     assert any(p["source"] == "search" for p in results["points"])
     chosen = next(v for v in search["verified"] if v["chosen"])
     assert chosen["top1"] >= 98.0  # verified by evaluation on the test split
-    # The builds left after the choice verify the predicted-safer part of the front.
-    assert len(search["verified"]) == 3
+    # The builds left after the choice verify the predicted-safer part of the front, down to
+    # its safe end (index 0): as many as it has, up to verify = 3.
+    index = int(chosen["variant"].removeprefix("search-"))
+    assert index >= 1 and len(search["verified"]) == min(3, index + 1)
     others = [v for v in search["verified"] if not v["chosen"]]
     predicted = "predicted_energy_uj_per_inference"
     assert all(v[predicted] > chosen[predicted] for v in others)
-    assert len({v["variant"] for v in search["verified"]}) == 3
+    assert len({v["variant"] for v in search["verified"]}) == len(search["verified"])
     # results.json["search"] is the JSON form of a SearchResult, and parses back to it.
     assert SearchResult.from_json(search).to_json() == search
+    # How the predictions held, from the verified figures it lists.
+    errors = [abs(v["predicted_top1"] - v["val_top1"]) for v in search["verified"]]
+    assert search["prediction"]["configurations"] == len(errors)
+    assert search["prediction"]["mean_abs_error_points"] == pytest.approx(sum(errors) / len(errors))
+    assert -1.0 <= (search["prediction"]["rank_correlation"] or 0.0) <= 1.0
+    # The predictions start from the trained reference, a uniform model built like the rest.
+    assert search["reference_val_top1"] == search["front"][0]["predicted_top1"]
     load_recipe(path)  # the search table is part of the recipe schema
     # report.html prints each verified configuration's bit operations on the search datapath.
     html = (out / "report.html").read_text()
     search_table = html.split("<h2>Co-design search</h2>", 1)[1].split("<h3>", 1)[0]
+    mae = search["prediction"]["mean_abs_error_points"]
+    assert f"mean absolute error {mae:.2f} points" in search_table
     assert "GBOPs / inference" in search_table and "effectual GBOPs" in search_table
     for verified in search["verified"]:
         cost = verified["datapaths"]["scnn"]

@@ -81,6 +81,7 @@ RECIPE_CASES = [
     (R + V + "sparsity = {}\nfinetune = { momentum = 1.5 }\n", r"momentum: .*in \(0, 1\)"),
     (R + V + "[search]\nweight_bits = [4, 3]\n", r"search\.weight_bits\[1\]: .*4, 8, got 3"),
     (R + V + "[search]\nact_bits = ['4']\n", r"search\.act_bits\[0\]: .*4, 8, got '4'"),
+    (R + V + "[search]\nquant_method = 'fast'\n", r"search\.quant_method: .*mse.*got 'fast'"),
     # unknown keys at every depth list the valid ones
     (R + "colour = 1\n" + V, r"unknown key r\.toml: colour: valid keys are .*variants"),
     (R + "[data]\nsorce = 'x'\n" + V, r"unknown key r\.toml: data\.sorce: valid keys .*source"),

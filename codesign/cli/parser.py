@@ -313,6 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="lowest acceptable top-1 (%%): the least energy predicted to keep it",
     )
     _study_options(p, "recompute cached variants and search tables (default: reuse them)")
+    p.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help="worker processes building variants at once (the recipe's, the search's uniform "
+        "models and its verified configurations), each with this process's torch threads; "
+        "e.g. --jobs 2 --threads 1 on two cores (default: %(default)s)",
+    )
 
     p = command(
         "demo",

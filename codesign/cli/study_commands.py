@@ -92,20 +92,21 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     study = open_study(recipe, args.out, progress=not args.quiet, runtime=runtime)
     # open_study checked a [search] table; this checks the defaults a recipe without one gets.
     check_search(recipe, study.float_model, [d.name for d in study.datapaths])
-    scored = run_study(study, force=args.force)
+    scored = run_study(study, force=args.force, jobs=args.jobs)
     search = run_search(
         study,
         scored,
         energy_budget_uj=args.energy_budget_uj,
         accuracy_floor=args.accuracy_floor,
         force=args.force,
+        jobs=args.jobs,
     )
     return run_recipe(
         recipe,
         args.out,
         progress=not args.quiet,
         search=search,
-        search_seeds=search_at_other_seeds(study, search, force=args.force),
+        search_seeds=search_at_other_seeds(study, search, force=args.force, jobs=args.jobs),
         study=study,
         scored=scored,
     )

@@ -273,7 +273,23 @@ def _search_section(search: SearchResult | None) -> str:
             ],
             rows,
         )
+        + _prediction_line(search)
         + front_table
+    )
+
+
+def _prediction_line(search: SearchResult) -> str:
+    """The predictions against the builds: mean absolute error and rank correlation."""
+    figures = search.prediction()
+    if not figures["configurations"]:
+        return ""
+    rho = figures["rank_correlation"]
+    return (
+        f"<p>Predicted against verified validation top-1 over {figures['configurations']} "
+        f"configurations: mean absolute error {figures['mean_abs_error_points']:.2f} points, "
+        "Spearman rank correlation "
+        + ("undefined (fewer than two distinct values)" if rho is None else f"{rho:.2f}")
+        + ".</p>"
     )
 
 

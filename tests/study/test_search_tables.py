@@ -1,6 +1,6 @@
 """The search tables' key is semantic (the [search] fields that shape them, the option
-steps with their versions, TABLES_VERSION, the study's inputs) and a stored table that does
-not verify is measured again."""
+steps with their versions and training, TABLES_VERSION, the study's inputs) and a stored table
+that does not verify is measured again."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import codesign.study.search.tables as tables
+from codesign.config import TrainSpec
 from codesign.pipeline import PTQStep
 from codesign.recipe import SearchSpec, recipe_from_dict
 from codesign.study import open_study
@@ -43,7 +44,10 @@ def test_the_key_changes_with_what_shapes_the_tables_only(
     study, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key = _key(study)
-    assert _key(study, dataclasses.replace(SPEC, verify=9)) == key  # how builds are verified
+    assert _key(study, dataclasses.replace(SPEC, verify=9)) == key  # how many are verified
+    # How configurations are trained shapes the tables: the uniform models train the same way.
+    assert _key(study, dataclasses.replace(SPEC, qat=TrainSpec(epochs=1))) != key
+    assert _key(study, dataclasses.replace(SPEC, finetune=TrainSpec(epochs=1))) != key
     assert _key(study, dataclasses.replace(SPEC, sensitivity_samples=32)) != key
     monkeypatch.setattr(tables, "TABLES_VERSION", tables.TABLES_VERSION + 1)
     assert _key(study) != key

@@ -81,6 +81,26 @@ def charged_drops(drops: np.ndarray, samples: int) -> np.ndarray:
     return charged
 
 
+def calibrated_drops(drops: np.ndarray, uniform_top1: Sequence[float]) -> np.ndarray:
+    """The charged ``drops`` (points, [layers, options], reference option first) scaled per
+    option so that each option's column sums to the drop its uniform model measured: the
+    reference's top-1 minus that model's (``uniform_top1``, %, one per option; a gain counts
+    as no drop). The swaps give each layer's share of an option's cost, the uniform model
+    its total, so the prediction is exact at every corner of the front.
+
+    Single-layer drops on images the checkpoint has seen are mostly confidence (soft
+    accuracy) lost, not predictions flipped, and they add up to more than the whole model
+    loses once every layer is at the option and trained together.
+
+    >>> calibrated_drops(np.array([[0.0, 1.0], [0.0, 3.0]]), [99.0, 97.0]).tolist()
+    [[0.0, 0.5], [0.0, 1.5]]
+    """
+    measured = np.clip(uniform_top1[0] - np.asarray(uniform_top1, dtype=float), 0.0, None)
+    summed = drops.sum(axis=0)
+    scale = np.divide(measured, summed, out=np.zeros_like(summed), where=summed > 0)
+    return drops * scale
+
+
 def first_guess(
     front: Sequence[Assignment],
     reference_top1: float,

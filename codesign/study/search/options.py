@@ -55,7 +55,10 @@ def option_variant(option: Option, spec: SearchSpec, name: str) -> VariantSpec:
         name=name,
         sparsity=sparsity,
         quant=QuantSpec(
-            weight_bits=option.weight_bits, act_bits=option.act_bits, keep_8bit=spec.keep_8bit
+            weight_bits=option.weight_bits,
+            act_bits=option.act_bits,
+            keep_8bit=spec.keep_8bit,
+            method=spec.quant_method,
         ),
     )
 
@@ -85,7 +88,11 @@ def configuration_variant(
         sparsity=sparsity,
         finetune=spec.finetune if sparsity is not None else None,
         quant=QuantSpec(
-            weight_bits=8, act_bits=8, keep_8bit=spec.keep_8bit, overrides=quant_overrides
+            weight_bits=8,
+            act_bits=8,
+            keep_8bit=spec.keep_8bit,
+            overrides=quant_overrides,
+            method=spec.quant_method,
         ),
         qat=spec.qat,
     )

@@ -1,7 +1,7 @@
 """The search's outcome as frozen values, and their JSON form (``results.json["search"]``).
 
-``to_json`` writes exactly the keys the search has always written, in the same order;
-``from_json`` reads them back (the seed-spread study reads a finished search this way).
+``to_json`` writes the keys the search has always written, in the same order, then
+``prediction`` (derived from the verified configurations); ``from_json`` reads them back (the seed-spread study reads a finished search this way).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from codesign.io import check_json_keys
 from codesign.pipeline.results import Timing, VariantResult
 from codesign.report.claims import Claim
 from codesign.stats import top1_ci95
+from codesign.study.search.agreement import prediction_agreement
 from codesign.study.search.options import Option
 
 
@@ -132,7 +133,8 @@ class SearchResult:
     top-1 on them and on the whole validation split (%), the option labels and searchable
     layers with the measured tables ([layers, options]: drops in points, energies in uJ per
     inference), the predicted front, the chosen configuration's name (None when no build met
-    the constraint) and every verified configuration, by front index."""
+    the constraint) and every verified configuration, by front index. ``uniform_val_top1``:
+    each option's uniform model's validation top-1 (%), which scales that option's drops."""
 
     objective: str
     datapath: str
@@ -148,6 +150,7 @@ class SearchResult:
     front: tuple[FrontEntry, ...]
     chosen: str | None
     verified: tuple[VerifiedConfiguration, ...]
+    uniform_val_top1: tuple[float, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -175,7 +178,17 @@ class SearchResult:
             "front": [entry.to_json() for entry in self.front],
             "chosen": self.chosen,
             "verified": [v.to_json() for v in self.verified],
+            "uniform_val_top1": list(self.uniform_val_top1),
+            "prediction": self.prediction(),
         }
+
+    def prediction(self) -> dict[str, Any]:
+        """How the predictions held over the verified configurations: predicted against
+        verified validation top-1, their mean absolute error (points) and rank correlation
+        (:func:`~codesign.study.search.agreement.prediction_agreement`)."""
+        return prediction_agreement(
+            [v.predicted_top1 for v in self.verified], [v.result.val_top1 for v in self.verified]
+        )
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SearchResult:
@@ -194,9 +207,9 @@ class SearchResult:
             "chosen",
             "verified",
         )
-        # The intervals are derived from the figures and subset sizes: recomputed, not read.
-        derived = ("reference_top1_sensitivity_ci95", "reference_val_top1_ci95")
-        check_json_keys(data, keys, "search", optional=derived)
+        # The intervals and the prediction figures are derived from the rest: recomputed.
+        derived = ("reference_top1_sensitivity_ci95", "reference_val_top1_ci95", "prediction")
+        check_json_keys(data, keys, "search", optional=(*derived, "uniform_val_top1"))
         try:
             subsets = data["subsets"]
             front = []
@@ -222,6 +235,7 @@ class SearchResult:
                 front=tuple(front),
                 chosen=data["chosen"],
                 verified=tuple(VerifiedConfiguration.from_json(v) for v in data["verified"]),
+                uniform_val_top1=tuple(data.get("uniform_val_top1", ())),
             )
         except (CodesignError, KeyError, TypeError) as exc:
             raise ResultError(f"search: {exc}") from None

@@ -1,14 +1,17 @@
 """``codesign search``: measure, solve, choose, verify, spread, judge.
 
-1. Measure (:mod:`.tables`): per-layer energy of every option and per-layer accuracy drop,
-   on validation images only (the test split never steers the choice).
-2. Solve (:mod:`.front`): predicted top-1 = reference top-1 - sum of charged drops,
+1. Measure (:mod:`.tables`): per-layer energy of every option and per-layer accuracy drop
+   from uniform models trained like the verified configurations, on validation images only
+   (the test split never steers the choice).
+2. Solve (:mod:`.front`): predicted top-1 = trained reference's top-1 - sum of charged
+   drops, each option's scaled so that its uniform model's drop is predicted exactly;
    predicted energy = sum of per-layer energies; the multiple-choice knapsack gives the
    searched front.
 3. Choose and verify (:mod:`.verify`): the constraint's first guess is built like any recipe
    variant and corrected along the front until a build meets it.
 4. Spread: the builds left over measure the rest of the front the constraint allows.
-5. Judge: each build against the recipe's uniform variants on the same datapath.
+5. Judge: each build against the recipe's uniform variants on the same datapath, and the
+   predictions against the builds (:mod:`.agreement`).
 """
 
 from __future__ import annotations
@@ -21,13 +24,17 @@ from torch import nn
 from codesign.errors import CodesignError, ConfigError
 from codesign.pipeline.results import VariantResult
 from codesign.recipe import Recipe, SearchSpec
-from codesign.study.search.front import charged_drops, first_guess, solve_front
+from codesign.study.search.front import (
+    calibrated_drops,
+    charged_drops,
+    first_guess,
+    solve_front,
+)
 from codesign.study.search.options import option_variant, options_of, searchable_layers
 from codesign.study.search.results import FrontEntry, SearchResult
 from codesign.study.search.tables import cached_tables
-from codesign.study.search.verify import Builds, Goal, choose, judge, spread
+from codesign.study.search.verify import Builds, Goal, choose, judge, planned_builds, spread
 from codesign.study.study import Study
-from codesign.study.variants import run_variant
 
 
 def check_search(recipe: Recipe, model: nn.Module, datapaths: Sequence[str]) -> None:
@@ -58,28 +65,31 @@ def run_search(
     energy_budget_uj: float | None = None,
     accuracy_floor: float | None = None,
     force: bool = False,
+    jobs: int = 1,
 ) -> SearchResult:
     """Measure, solve, verify. ``uniform`` are the recipe's scored variants, against which
     every verified configuration is compared on the search datapath (those built at the
-    study's seed: the search runs at the first of a recipe's seeds)."""
+    study's seed: the search runs at the first of a recipe's seeds). ``jobs`` processes build
+    the uniform models and, under an energy budget, the configurations to verify."""
     goal = Goal(energy_budget_uj, accuracy_floor)
     uniform = [u for u in uniform if u.seed == study.recipe.seed]
     spec = study.recipe.search or SearchSpec()
     torch.manual_seed(study.recipe.seed)
     options = options_of(spec)
     layer_names = searchable_layers(study.float_model, spec)
-    tables = cached_tables(study, spec, options, layer_names, force)
-    drops = charged_drops(tables.drops, spec.sensitivity_samples)
-    front = solve_front(drops, tables.layer_energy_uj_per_inference)
-    # Drops are measured on the sensitivity images; predictions start from the reference
-    # assignment's top-1 on the whole validation split, the figure a build is judged by.
-    reference = run_variant(
-        study, option_variant(options[0], spec, "search-reference-w8a8"), force=force
+    tables = cached_tables(study, spec, options, layer_names, force, jobs)
+    # Each layer's share from the swaps, each option's total from its uniform model.
+    drops = calibrated_drops(
+        charged_drops(tables.drops, spec.sensitivity_samples), tables.uniform_val_top1
     )
-    base_top1 = reference.val_top1
+    front = solve_front(drops, tables.layer_energy_uj_per_inference)
+    # Drops are measured on the sensitivity images; predictions start from the trained
+    # reference's top-1 on the whole validation split, the figure a build is judged by.
+    base_top1 = tables.uniform_val_top1[0]
     fixed_energy = tables.fixed_energy_uj_per_inference
     guess = first_guess(front, base_top1, fixed_energy, energy_budget_uj, accuracy_floor)
     builds = Builds(study, spec, options, layer_names, front, force)
+    builds.prefetch(planned_builds(builds, guess, goal), jobs)
     chosen = choose(builds, guess, goal)
     spread(builds, chosen, goal)
     assert study.dataset.validation_info is not None
@@ -107,4 +117,5 @@ def run_search(
         ),
         chosen=f"search-{chosen}" if chosen is not None else None,
         verified=judge(builds, chosen, goal, uniform, base_top1, fixed_energy),
+        uniform_val_top1=tables.uniform_val_top1,
     )

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 
 from codesign.errors import ConfigError
 from codesign.pipeline.results import VariantResult
-from codesign.recipe import SearchSpec
+from codesign.recipe import SearchSpec, VariantSpec
 from codesign.report.claims import judge_claim
 from codesign.report.pareto import dominates
+from codesign.study.fanout import build_variants
 from codesign.study.search.front import Assignment, feasible_span, spread_along_front
 from codesign.study.search.options import Option, configuration_variant
 from codesign.study.search.results import LayerChoice, VerifiedConfiguration
@@ -67,6 +68,8 @@ class Builds:
         self.study, self.spec, self.options = study, spec, options
         self.layer_names, self.front, self.force = layer_names, front, force
         self.results: dict[int, VariantResult] = {}  # by front index, in build order
+        # Built ahead in parallel; each counts as a build only once the choice asks for it.
+        self.prefetched: dict[int, VariantResult] = {}
 
     def __len__(self) -> int:
         return len(self.results)
@@ -74,12 +77,26 @@ class Builds:
     def choices(self, index: int) -> list[Option]:
         return [self.options[i] for i in self.front[index].picks]
 
+    def variant(self, index: int) -> VariantSpec:
+        return configuration_variant(
+            f"search-{index}", self.layer_names, self.choices(index), self.spec
+        )
+
+    def prefetch(self, indices: Sequence[int], jobs: int) -> None:
+        """Build the front entries ``indices`` in ``jobs`` processes ahead of the choice (with
+        one job, nothing: they are built when asked for)."""
+        if jobs > 1 and len(indices) > 1:
+            variants = [self.variant(i) for i in indices]
+            built = build_variants(self.study, variants, force=self.force, jobs=jobs)
+            self.prefetched.update(zip(indices, built, strict=True))
+
     def result(self, index: int) -> VariantResult:
         if index not in self.results:
-            variant = configuration_variant(
-                f"search-{index}", self.layer_names, self.choices(index), self.spec
-            )
-            self.results[index] = run_variant(self.study, variant, force=self.force)
+            if index in self.prefetched:
+                self.results[index] = self.prefetched.pop(index)
+            else:
+                variant = self.variant(index)
+                self.results[index] = run_variant(self.study, variant, force=self.force)
         return self.results[index]
 
     def meets(self, index: int, goal: Goal) -> bool:
@@ -109,6 +126,17 @@ def choose(builds: Builds, guess: int, goal: Goal) -> int | None:
             high = middle
     passing = [i for i in builds.results if builds.meets(i, goal)]
     return max(passing) if passing else None
+
+
+def planned_builds(builds: Builds, guess: int, goal: Goal) -> list[int]:
+    """The front indices :func:`choose` and :func:`spread` build under an energy budget when
+    the first guess meets it (predicted energies are close to the measured ones): the guess,
+    then the spread below it, ``verify`` in all. Under an accuracy floor each build decides
+    the next, so nothing is planned."""
+    if goal.accuracy_floor is not None:
+        return []
+    span = feasible_span(builds.front, guess, None)
+    return [guess, *spread_along_front(builds.front, span)][: builds.spec.verify]
 
 
 def spread(builds: Builds, chosen: int | None, goal: Goal) -> None:
