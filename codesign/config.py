@@ -351,11 +351,11 @@ LEARNED_ROUNDING_QAT_BELOW_BITS = 3
 
 def qat_width_defaults(weight_bits: int, act_bits: int) -> dict[str, Any]:
     """The QAT settings ``codesign qat`` uses for these final widths where its flags leave
-    them out, beyond :data:`DEFAULT_QAT`: below 4 bits the schedules measured on the CIFAR-10
-    subset (docs/results/resnet20-quantization.md). W3A3 (narrowest 3 bits): 4 epochs at W4A4
+    them out, beyond :data:`DEFAULT_QAT`: below 4 bits the schedules chosen on the CIFAR-10
+    subset (docs/results/resnet20-quantization.md). Narrowest width 3 bits: 4 epochs at W4A4
     then 16 at the final widths (Zhuang et al.'s progressive lowering); narrower: 32 epochs
-    from the learned-rounding start (16 reach 84.9 %, 32 85.9 % at W2A2), no stage (a W4A4 / W3A3 stage would be re-narrowed by
-    nearest rounding and lose that start). 4 bits and wider: none."""
+    from the learned-rounding start and no stage (a W4A4 / W3A3 stage would be narrowed again
+    by nearest rounding and lose that start). 4 bits and wider: none."""
     narrowest = min(weight_bits, act_bits)
     if narrowest >= 4:
         return {}
