@@ -213,6 +213,9 @@ def _verified(path: Path) -> bool:
 
 def _interrupted_child(argv: list[str], at_step: int, reached, stderr_path: str) -> None:
     """Run ``argv``; at training step ``at_step`` tell the parent and wait for its SIGINT."""
+    # As in a foreground terminal: a shell starts background jobs with SIGINT ignored, and
+    # the test must not depend on how its own runner was started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     torch.set_num_threads(1)
     real_augment = loops.augment
     steps = [0]
