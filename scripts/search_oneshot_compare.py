@@ -45,7 +45,7 @@ def main() -> None:
     options = options_of(spec)
     layers = searchable_layers(study.float_model, spec)
     tables = cached_tables(study, spec, options, layers, force=False, jobs=args.jobs)
-    drops = charged_drops(tables.drops, spec.sensitivity_samples)
+    drops = charged_drops(tables.drops, tables.sensitivity_subset.size)
     search = json.loads((args.out / "results.json").read_text())["search"]
     column = {o: i for i, o in enumerate(options)}
     rows, oneshot, trained, verified = [], [], [], []

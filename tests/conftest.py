@@ -44,3 +44,13 @@ needs_shared = pytest.mark.skipif(
     not RESNET20_CHECKPOINT.is_file() or not CIFAR_SUBSET.is_dir(),
     reason="../shared (ResNet-20 checkpoint, CIFAR-10 subset) not beside the repo",
 )
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, list[str]], Path]:
+    """The fuzz tests' bad checkpoints, data sets and hardware files (by kind) and the folder
+    that holds them, made once per test module."""
+    from .fuzzing import make_bad_inputs
+
+    root = tmp_path_factory.mktemp("bad-inputs")
+    return make_bad_inputs(root), root

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from codesign.cli import demo_checkpoint
 
-from .fuzzing import LAYERS, check_bad_case, fresh_out, make_bad_inputs, stop_heavy_work
+from .fuzzing import LAYERS, check_bad_case, fresh_out, stop_heavy_work
 
 # A working command per subcommand: flags as (name, value); value None for a switch.
 BASE: dict[str, list[tuple[str, str | None]]] = {
@@ -224,12 +224,6 @@ def bad_command(draw, files: dict[str, list[str]], root: Path) -> tuple[list[str
     for flag, value in flags.items():
         argv += [flag] if value is None else [f"{flag}={value}"]
     return argv, out
-
-
-@pytest.fixture(scope="module")
-def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, list[str]], Path]:
-    root = tmp_path_factory.mktemp("bad-inputs")
-    return make_bad_inputs(root), root
 
 
 def test_fuzzed_bad_commands_exit_2_with_one_line_before_any_work(

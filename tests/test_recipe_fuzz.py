@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ from hypothesis import strategies as st
 from codesign.config import QuantSpec, SparsitySpec, TrainSpec
 from codesign.recipe import DataSpec, HardwareSpec, ModelSpec, Recipe, SearchSpec, VariantSpec
 
-from .fuzzing import check_bad_case, fresh_out, make_bad_inputs, recipe_toml, stop_heavy_work
+from .fuzzing import check_bad_case, fresh_out, recipe_toml, stop_heavy_work
 from .test_cli_fuzz import levels, undividing, unmatched_patterns, words
 
 BASE: dict[str, Any] = {
@@ -208,12 +207,6 @@ def bad_recipe(draw, files: dict[str, list[str]]) -> tuple[str, dict[str, Any] |
     elif kind == "search-keep":
         recipe["search"]["keep_8bit"] = [draw(unmatched_patterns)]
     return command, recipe
-
-
-@pytest.fixture(scope="module")
-def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, list[str]], Path]:
-    root = tmp_path_factory.mktemp("bad-recipes")
-    return make_bad_inputs(root), root
 
 
 def test_fuzzed_bad_recipes_exit_2_with_one_line_before_any_work(

@@ -82,3 +82,28 @@ def test_stored_tables_are_reused_and_a_damaged_file_is_measured_again(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "measuring again" in err
     assert remeasured.to_json() == first.to_json()
+
+
+def test_predictions_charge_one_image_of_the_images_the_drops_were_measured_on() -> None:
+    """Asked for 1,024 sensitivity images on a 500-image validation split, a drop measured
+    as none is charged one of those 500 images (0.2 points), not 100 / 1,024."""
+    import numpy as np
+
+    from codesign.data.subsets import SubsetInfo
+
+    drops = np.array([[0.0, 0.0, 1.0], [0.0, 0.6, 0.0]])  # [layers, options]
+    measured = tables.SearchTables(
+        key="k",
+        reference_top1=99.0,
+        sensitivity_subset=SubsetInfo(500, (250, 250), "d"),
+        layer_energy_uj_per_inference=np.ones_like(drops),
+        fixed_energy_uj_per_inference=0.0,
+        drops=drops,
+        top1_drops=drops,
+        # Uniform models' drops: 1.6 points for option 1, 0.6 for option 2.
+        uniform_val_top1=(99.0, 97.4, 98.4),
+    )
+    charged = np.array([[0.0, 0.2, 1.0], [0.0, 0.6, 0.2]])
+    expected = charged * np.array([1.0, 1.6 / 0.8, 0.6 / 1.2])
+    np.testing.assert_allclose(measured.predicted_drops(), expected)
+    np.testing.assert_allclose(measured.predicted_drops().sum(axis=0), [0.0, 1.6, 0.6])

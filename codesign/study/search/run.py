@@ -4,8 +4,8 @@
    from uniform models trained like the verified configurations, on validation images only
    (the test split never steers the choice).
 2. Solve (:mod:`.front`): predicted top-1 = trained reference's top-1 - sum of charged
-   drops, each option's scaled so that its uniform model's drop is predicted exactly;
-   predicted energy = sum of per-layer energies; the multiple-choice knapsack gives the
+   drops (at least one sensitivity image each), each option's scaled so that its uniform
+   model's drop is predicted exactly; predicted energy = sum of per-layer energies; the multiple-choice knapsack gives the
    searched front.
 3. Choose and verify (:mod:`.verify`): the constraint's first guess is built like any recipe
    variant and corrected along the front until a build meets it.
@@ -24,12 +24,7 @@ from torch import nn
 from codesign.errors import CodesignError, ConfigError
 from codesign.pipeline.results import VariantResult
 from codesign.recipe import Recipe, SearchSpec
-from codesign.study.search.front import (
-    calibrated_drops,
-    charged_drops,
-    first_guess,
-    solve_front,
-)
+from codesign.study.search.front import first_guess, solve_front
 from codesign.study.search.options import option_variant, options_of, searchable_layers
 from codesign.study.search.results import FrontEntry, SearchResult
 from codesign.study.search.tables import cached_tables
@@ -79,10 +74,7 @@ def run_search(
     layer_names = searchable_layers(study.float_model, spec)
     tables = cached_tables(study, spec, options, layer_names, force, jobs)
     # Each layer's share from the swaps, each option's total from its uniform model.
-    drops = calibrated_drops(
-        charged_drops(tables.drops, spec.sensitivity_samples), tables.uniform_val_top1
-    )
-    front = solve_front(drops, tables.layer_energy_uj_per_inference)
+    front = solve_front(tables.predicted_drops(), tables.layer_energy_uj_per_inference)
     # Drops are measured on the sensitivity images; predictions start from the trained
     # reference's top-1 on the whole validation split, the figure a build is judged by.
     base_top1 = tables.uniform_val_top1[0]

@@ -38,6 +38,7 @@ from codesign.pipeline.models import load_model
 from codesign.recipe import SearchSpec, VariantSpec, digest
 from codesign.study.fanout import build_variants
 from codesign.study.keys import steps_record
+from codesign.study.search.front import calibrated_drops, charged_drops
 from codesign.study.search.options import REFERENCE, Option, configuration_variant
 from codesign.study.study import Study
 from codesign.study.variants import CAPTURE_BATCH, variant_dir
@@ -71,6 +72,15 @@ class SearchTables:
     drops: np.ndarray
     top1_drops: np.ndarray
     uniform_val_top1: tuple[float, ...]
+
+    def predicted_drops(self) -> np.ndarray:
+        """[layers, options], points: what the search's predictions subtract per layer. Each
+        layer's share of an option's cost comes from the swaps, charged at least one image of
+        the sensitivity images the drops were measured on (:func:`charged_drops`; the
+        validation split may hold fewer than ``sensitivity_samples`` asked), and each option's
+        total from its uniform model (:func:`calibrated_drops`)."""
+        charged = charged_drops(self.drops, self.sensitivity_subset.size)
+        return calibrated_drops(charged, self.uniform_val_top1)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -184,6 +194,13 @@ def measure_tables(
     # Checked before the slow part: the sensitivity images come from the validation split.
     study.datapath(spec.datapath, "search.datapath")
     split, sensitivity = study.dataset.sensitivity_set(spec.sensitivity_samples)
+    if sensitivity.size < spec.sensitivity_samples:
+        print(
+            f"codesign: warning: search.sensitivity_samples is {spec.sensitivity_samples} but "
+            f"the validation split holds {sensitivity.size} images: measuring on all of them "
+            "(raise [data] validation_fraction for more)",
+            file=sys.stderr,
+        )
     models, energies, fixed_energy, uniform_top1 = _uniform_models(
         study, spec, options, layer_names, force, jobs
     )
