@@ -67,6 +67,8 @@ class VariantResult:
     ``effectual_mac_fraction`` (MACs with both operands nonzero / dense MACs) over them.
     ``layers``: per-layer widths and sparsity. ``datapaths``: the network's cost on every
     datapath, by name. ``pruning``: what pruning measured (see ``PRUNING_KEYS``).
+    ``method_choice``: what a PTQ step's ``auto`` method ran (the method, and under a
+    calibration time limit every candidate's validation figures); None without ``auto``.
     """
 
     key: str
@@ -88,6 +90,7 @@ class VariantResult:
     datapaths: Mapping[str, NetworkSummary]
     pruning: Mapping[str, Any]
     timing: Timing
+    method_choice: Mapping[str, Any] | None = None
 
     def on(self, datapath: str) -> NetworkSummary:
         """The cost on ``datapath``; a ``ResultError`` naming the ones simulated otherwise."""
@@ -120,6 +123,7 @@ class VariantResult:
             "effectual_mac_fraction": self.effectual_mac_fraction,
             "layers": [layer.to_json() for layer in self.layers],
             **self.pruning,
+            **({"method_choice": self.method_choice} if self.method_choice is not None else {}),
         }
 
     def to_json(self, per_image: bool = True) -> dict[str, Any]:
@@ -127,6 +131,7 @@ class VariantResult:
         form ``results.json`` embeds)."""
         summary = self.summary_json()
         pruning = {k: summary.pop(k) for k in self.pruning}
+        choice = {k: summary.pop(k) for k in ("method_choice",) if k in summary}
         if per_image:
             if self.test_correct is None:
                 raise ResultError(f"variant {self.variant!r} has no per-image test correctness")
@@ -140,6 +145,7 @@ class VariantResult:
             **summary,
             "datapaths": {name: cost.to_json() for name, cost in self.datapaths.items()},
             **pruning,
+            **choice,
             "timing": self.timing.to_json(),
         }
 
@@ -167,7 +173,12 @@ class VariantResult:
         nested += ("test_correct",) if per_image else ()
         # The intervals are derived from the counts, so they are recomputed, not read.
         derived = ("top1_ci95", "val_top1_ci95")
-        check_json_keys(data, scalars + nested, "variant result", optional=PRUNING_KEYS + derived)
+        check_json_keys(
+            data,
+            scalars + nested,
+            "variant result",
+            optional=(*PRUNING_KEYS, *derived, "method_choice"),
+        )
         test_correct = PerImageCorrect.from_json(data["test_correct"]) if per_image else None
         if test_correct is not None and (test_correct.samples, test_correct.correct) != (
             data["samples"],
@@ -188,6 +199,16 @@ class VariantResult:
                 },
                 pruning={k: data[k] for k in PRUNING_KEYS if k in data},
                 timing=Timing.from_json(data["timing"]),
+                method_choice=_method_choice(data.get("method_choice")),
             )
         except (CodesignError, AttributeError, TypeError, ValueError) as exc:
             raise ResultError(f"variant result: {exc}") from None
+
+
+def _method_choice(data: Any) -> dict[str, Any] | None:
+    """A stored ``method_choice``: absent, or an object naming the ``chosen`` method."""
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("chosen"), str):
+        raise ResultError("variant result: method_choice must be an object naming 'chosen'")
+    return data

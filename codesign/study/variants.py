@@ -303,6 +303,7 @@ def _build_or_reuse(study: Study, variant: VariantSpec, force: bool) -> VariantR
         },
         pruning=dict(info.pruning),
         timing=Timing(info.train_seconds, info.calib_seconds, time.perf_counter() - started),
+        method_choice=info.method_choice,
     )
     written = write_result(result_path, result, writer)
     if writer:

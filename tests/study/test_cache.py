@@ -19,6 +19,7 @@ import codesign
 import codesign.study.variants as variants
 from codesign.cli import main
 from codesign.data import Split
+from codesign.errors import ResultError
 from codesign.pipeline import PTQStep
 from codesign.pipeline.results import VariantResult
 from codesign.recipe import load_recipe
@@ -216,3 +217,28 @@ def test_the_same_steps_spelled_otherwise_reuse_the_build_with_the_new_config(
     assert stored.config["finetune"]["epochs"] == 0
     results = json.loads((out / "results.json").read_text())
     assert results["variants"][0]["config"] == stored.config
+
+
+def test_what_auto_ran_is_in_variant_json_and_results_json(tmp_path: Path) -> None:
+    recipe = _recipe(
+        tmp_path,
+        '[[variants]]\nname = "auto-w4a8"\nquant = { weight_bits = 4, act_bits = 8 }\n'
+        '[[variants]]\nname = "minmax-w8a8"\n'
+        'quant = { weight_bits = 8, act_bits = 8, method = "minmax" }\n',
+    )
+    out = tmp_path / "out"
+    assert main(["run", str(recipe), "--out", str(out), "--quiet"]) == 0
+    stored = {
+        json.loads(p.read_text())["variant"]: json.loads(p.read_text())
+        for p in out.glob("variants/*/variant.json")
+    }
+    choice = stored["auto-w4a8"]["method_choice"]
+    # auto's rule: weights alone below 8 bits take GPTQ (codesign.quant.ptq.auto_method).
+    assert choice == {"chosen": "gptq", "rule": "bit widths"}
+    assert "method_choice" not in stored["minmax-w8a8"]  # a named method: nothing was chosen
+    assert VariantResult.from_json(stored["auto-w4a8"]).to_json() == stored["auto-w4a8"]
+    summary = json.loads((out / "results.json").read_text())["variants"]
+    assert [v.get("method_choice") for v in summary] == [choice, None]
+    bad = {**stored["auto-w4a8"], "method_choice": {"rule": "bit widths"}}
+    with pytest.raises(ResultError, match="method_choice"):
+        VariantResult.from_json(bad)
