@@ -166,6 +166,47 @@ def test_spread_covers_the_feasible_part_of_the_front_evenly() -> None:
     assert spread_along_front(front, range(4, 5)) == []
 
 
+def test_a_build_over_the_energy_budget_corrects_the_next_guess_by_its_miss() -> None:
+    """Predicted energies (fixed part 10 uJ added) 93.9, 93.8, 93.7, 93.4, 90, 85 uJ, every
+    build measuring 0.4 % more: the guess (93.9 -> 94.28) misses 94 uJ, and the next build
+    is the first entry that fits once corrected (93.4 -> 93.77), not its neighbour."""
+    from types import SimpleNamespace
+
+    from codesign.study.search.front import Assignment
+    from codesign.study.search.verify import Goal, choose
+
+    layer_energies = [83.9, 83.8, 83.7, 83.4, 80.0, 75.0]
+    front = [Assignment(float(i), e, []) for i, e in enumerate(layer_energies)]
+
+    class FakeBuilds:
+        spec = SimpleNamespace(verify=3, datapath="scnn")
+
+        def __init__(self) -> None:
+            self.front, self.built = front, []
+
+        def __len__(self) -> int:
+            return len(self.built)
+
+        def result(self, index: int) -> SimpleNamespace:
+            if index not in self.built:
+                self.built.append(index)
+            measured = (front[index].energy_uj_per_inference + 10.0) * 1.004
+            cost = SimpleNamespace(energy_uj_per_inference=measured)
+            return SimpleNamespace(on=lambda datapath: cost)
+
+        def meets(self, index: int, goal: Goal) -> bool:
+            energy = self.result(index).on("scnn").energy_uj_per_inference
+            return energy <= goal.energy_budget_uj
+
+    builds = FakeBuilds()
+    assert choose(builds, 0, Goal(energy_budget_uj=94.0), fixed_energy_uj=10.0) == 3
+    assert builds.built == [0, 3]
+    # Nothing fits once corrected, within the builds allowed: no choice.
+    builds = FakeBuilds()
+    assert choose(builds, 0, Goal(energy_budget_uj=75.0), fixed_energy_uj=10.0) is None
+    assert builds.built == [0]
+
+
 def test_configuration_variant_carries_per_layer_choices() -> None:
     spec = SearchSpec(sparsity=("dense", "2:4"))
     assert options_of(spec)[0] == Option(8, 8, "dense")

@@ -82,7 +82,7 @@ def run_search(
     guess = first_guess(front, base_top1, fixed_energy, energy_budget_uj, accuracy_floor)
     builds = Builds(study, spec, options, layer_names, front, force)
     builds.prefetch(planned_builds(builds, guess, goal), jobs)
-    chosen = choose(builds, guess, goal)
+    chosen = choose(builds, guess, goal, fixed_energy)
     spread(builds, chosen, goal)
     assert study.dataset.validation_info is not None
     return SearchResult(

@@ -103,16 +103,51 @@ class Builds:
         return goal.met_by(self.result(index), self.spec.datapath)
 
 
-def choose(builds: Builds, guess: int, goal: Goal) -> int | None:
+def next_within_budget(
+    front: Sequence[Assignment],
+    after: int,
+    energy_budget_uj: float,
+    fixed_energy_uj: float,
+    measured_over_predicted: float,
+) -> int:
+    """The first front index past ``after`` whose predicted energy (uJ per inference, the
+    ``fixed_energy_uj`` of the layers outside the search included), scaled by
+    ``measured_over_predicted``, fits ``energy_budget_uj``; ``len(front)`` if none does.
+
+    >>> front = [Assignment(0.0, e, []) for e in (10.0, 9.9, 9.8, 9.5)]
+    >>> next_within_budget(front, 0, 10.0, 0.0, 10.3 / 10.0)
+    3
+    """
+    for index in range(after + 1, len(front)):
+        predicted = front[index].energy_uj_per_inference + fixed_energy_uj
+        if predicted * measured_over_predicted <= energy_budget_uj:
+            return index
+    return len(front)
+
+
+def choose(builds: Builds, guess: int, goal: Goal, fixed_energy_uj: float = 0.0) -> int | None:
     """The front index the constraint picks after building, starting from the predicted
-    ``guess``; None when no build within ``verify`` meets it."""
+    ``guess``; None when no build within ``verify`` meets it. Under an energy budget a build
+    that misses it says by how much the predictions run low there (measured over predicted
+    energy, ``fixed_energy_uj`` of the layers outside the search included), and the next
+    build is the first cheaper entry that fits once corrected by that: stepping one entry at
+    a time spends the builds on near-copies of the miss."""
     budget = builds.spec.verify
     if goal.accuracy_floor is None:
+        assert goal.energy_budget_uj is not None
         index = guess
         while len(builds) < budget and index < len(builds.front):
-            if builds.meets(index, goal):  # the prediction can miss: step to cheaper ones
+            if builds.meets(index, goal):
                 return index
-            index += 1
+            measured = builds.result(index).on(builds.spec.datapath).energy_uj_per_inference
+            predicted = builds.front[index].energy_uj_per_inference + fixed_energy_uj
+            index = next_within_budget(
+                builds.front,
+                index,
+                goal.energy_budget_uj,
+                fixed_energy_uj,
+                max(measured / predicted, 1.0) if predicted > 0 else 1.0,
+            )
         return None
     # Bisection between the safe end (index 0, the reference assignment) and the guess.
     if builds.meets(guess, goal):
