@@ -249,8 +249,10 @@ def test_search_on_digits_verifies_a_dominating_configuration(tmp_path: Path) ->
         + "sensitivity_samples = 256\nverify = 3\n"
     )
     out = tmp_path / "out"
+    # 96 %: below the reference (100 % on the validation split), above the front's second
+    # entry's prediction, so the choice is a configuration and the spread has a safer side.
     assert (
-        main(["search", str(path), "--accuracy-floor", "98.0", "--out", str(out), "--quiet"]) == 0
+        main(["search", str(path), "--accuracy-floor", "96.0", "--out", str(out), "--quiet"]) == 0
     )
     results = json.loads((out / "results.json").read_text())
     search = results["search"]
