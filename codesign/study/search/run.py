@@ -5,8 +5,8 @@
    (the test split never steers the choice).
 2. Solve (:mod:`.front`): predicted top-1 = trained reference's top-1 - sum of charged
    drops (at least one sensitivity image each), each option's scaled so that its uniform
-   model's drop is predicted exactly; predicted energy = sum of per-layer energies; the multiple-choice knapsack gives the
-   searched front.
+   model's drop is predicted exactly; predicted energy = sum of per-layer energies; the
+   multiple-choice knapsack gives the searched front.
 3. Choose and verify (:mod:`.verify`): the constraint's first guess is built like any recipe
    variant and corrected along the front until a build meets it.
 4. Spread: the builds left over measure the rest of the front the constraint allows.
