@@ -196,6 +196,16 @@ class QuantSpec:
                 f"{self.method!r} runs alone: drop calib_budget_s or use method 'auto'"
             )
 
+    @property
+    def narrowest_bits(self) -> int:
+        """The narrowest weight or activation width (bits) any layer may get: the spec's
+        own and every non-skipping override's."""
+        widths = [self.weight_bits, self.act_bits]
+        for override in self.overrides:
+            if not override.skip:
+                widths += [b for b in (override.weight_bits, override.act_bits) if b is not None]
+        return min(widths)
+
     def to_dict(self) -> dict[str, Any]:
         data = to_dict(self)
         # Left out when unset, so the specs (and cache keys) of runs without it stay as they were.

@@ -15,7 +15,15 @@ import pytest
 import torch
 
 import codesign.quant.qat as qat_module
-from codesign.config import DEFAULT_QAT, QATSpec, QATStage, QuantSpec, check_progressive, to_dict
+from codesign.config import (
+    DEFAULT_QAT,
+    LayerOverride,
+    QATSpec,
+    QATStage,
+    QuantSpec,
+    check_progressive,
+    to_dict,
+)
 from codesign.data import load_dataset
 from codesign.data.loops import make_forward_loop
 from codesign.errors import ConfigError
@@ -364,5 +372,11 @@ def test_auto_starts_qat_from_learned_rounding_only_below_three_bits():
     assert rounding(2, 2) and rounding(2, 4) and rounding(4, 2)
     assert not rounding(3, 3) and not rounding(4, 4) and not rounding(8, 8)
     assert rounding(4, 4, "brecq") and not rounding(2, 2, "mse")
+    # A per-layer override below 3 bits counts; a skipped layer's widths do not.
+    mixed = QuantSpec(overrides=(LayerOverride("layer1.*", act_bits=2),))
+    assert variant_steps(quant=mixed, qat=DEFAULT_QAT)[0].learned_rounding
+    skipped = QuantSpec(overrides=(LayerOverride("fc", weight_bits=2, skip=True),))
+    assert not variant_steps(quant=skipped, qat=DEFAULT_QAT)[0].learned_rounding
+    assert (mixed.narrowest_bits, skipped.narrowest_bits, QuantSpec().narrowest_bits) == (2, 8, 8)
     (ptq,) = variant_steps(quant=QuantSpec(weight_bits=4, act_bits=4))
     assert ptq.learned_rounding  # PTQ alone: as before

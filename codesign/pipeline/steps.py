@@ -359,9 +359,10 @@ def variant_steps(
     """The ordered steps of a variant described by its tables (as recipes and the CLI do).
 
     Under ``auto``, PTQ before QAT keeps nearest rounding: fine-tuning moves the weights
-    anyway, and learned rounding would cost most of the calibration time; below
-    ``LEARNED_ROUNDING_QAT_BELOW_BITS`` (2-bit weights or activations) it runs learned
-    rounding, whose start QAT needs there. An explicit ``adaround`` or ``brecq`` is honoured.
+    anyway, and learned rounding would cost most of the calibration time; where any layer
+    goes below ``LEARNED_ROUNDING_QAT_BELOW_BITS`` (2-bit weights or activations, per-layer
+    overrides included) it runs learned rounding, whose start QAT needs there. An explicit
+    ``adaround`` or ``brecq`` is honoured.
     """
     if finetune is not None and sparsity is None:
         raise ConfigError("fine-tuning after pruning needs a sparsity spec")
@@ -382,9 +383,8 @@ def variant_steps(
             )
         rounding = True
         if qat is not None:
-            narrowest = min(quant.weight_bits, quant.act_bits)
             rounding = quant.method in ("adaround", "brecq") or (
-                quant.method == "auto" and narrowest < LEARNED_ROUNDING_QAT_BELOW_BITS
+                quant.method == "auto" and quant.narrowest_bits < LEARNED_ROUNDING_QAT_BELOW_BITS
             )
         steps.append(PTQStep(quant, learned_rounding=rounding))
         if qat is not None:
